@@ -1,0 +1,120 @@
+/* The one definition of every struct and enum shared by the BPF programs and user space.
+ *
+ * Included by bpf/sensor.c (compiled by bcc) and by tests/kernel/abi_layout.c (compiled by gcc),
+ * mirrored once in sensor/abi.py; tests/unit/test_abi.py checks that sizes and offsets agree.
+ * Only fixed-width types, so both compilers lay the structs out the same way.
+ */
+#ifndef AGENT_SENSOR_EVENTS_H
+#define AGENT_SENSOR_EVENTS_H
+
+#include <linux/types.h>
+
+#define SENSOR_COMM_LEN 16
+#define SENSOR_PATH_MAX 4096     /* PATH_MAX: longer paths arrive truncated, path_len == SENSOR_PATH_MAX */
+#define SENSOR_ARGV_MAX 1024     /* first argv entries, NUL separated */
+#define SENSOR_ARG_CHUNK 128     /* each argv entry is cut at this many bytes */
+#define SENSOR_MAX_ARGS 14
+#define SENSOR_SOCKADDR_MAX 128  /* sizeof(struct sockaddr_storage) */
+#define SENSOR_EXEC_KEY_LEN 256  /* exec paths matched in the kernel are at most this long */
+#define SENSOR_NO_SLOT 0xffffffffu
+
+enum event_type {
+	EVENT_EXEC = 1,    /* every successful exec on the host (rare; lets user space match agents) */
+	EVENT_FORK = 2,    /* a tracked process created a process (not a thread) */
+	EVENT_EXIT = 3,    /* the last thread of a tracked process exited */
+	EVENT_OPEN = 4,    /* a tracked process entered open/openat/openat2/creat */
+	EVENT_CONNECT = 5, /* a tracked process entered connect */
+	EVENT_TYPE_MAX = 16,
+};
+
+enum open_syscall {
+	OPEN_SYSCALL_OPENAT = 1,
+	OPEN_SYSCALL_OPENAT2 = 2,
+	OPEN_SYSCALL_OPEN = 3,
+	OPEN_SYSCALL_CREAT = 4,
+};
+
+enum exec_flags {
+	EXEC_AGENT_START = 1,         /* first exec of a process launched or matched as an agent */
+	EXEC_KERNEL_MATCHED = 2,      /* the kernel started tracking at this exec (exec_match map) */
+	EXEC_ARGV_TRUNCATED = 4,
+	EXEC_NO_ARGS = 8,             /* the syscall-entry half was missed: filename/argv are empty */
+	EXEC_EXECVEAT = 16,
+};
+
+enum tracked_flags {
+	TRACKED_PENDING_EXEC = 1, /* launched by `agent-sensor exec`: ignore it until its next exec */
+};
+
+/* Per-CPU counters: index = event type for emitted events, COUNTER_DROP_BASE + type for failed
+ * ring-buffer reservations. */
+#define COUNTER_DROP_BASE EVENT_TYPE_MAX
+#define COUNTER_SLOTS (2 * EVENT_TYPE_MAX)
+
+struct event_header {
+	__u64 ktime_ns;  /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 cgroup_id; /* cgroup v2 id of the task */
+	__u32 type;      /* enum event_type */
+	__u32 pid;       /* tgid */
+	__u32 tid;
+	__u32 uid;
+	__u32 gid;
+	__u32 slot;      /* agent slot from the tracked map, SENSOR_NO_SLOT if untracked */
+	char comm[SENSOR_COMM_LEN];
+};
+
+struct exec_event {
+	struct event_header hdr;
+	__u32 old_tid;      /* the thread that called exec (differs from pid in threaded programs) */
+	__u32 flags;        /* enum exec_flags */
+	__s32 dirfd;        /* execveat dirfd, AT_FDCWD for execve */
+	__u32 argc;         /* argv entries captured in argv */
+	__u32 matched_slot; /* slot from the exec_match map, SENSOR_NO_SLOT if none */
+	__u16 filename_len; /* bytes read including the NUL */
+	__u16 argv_len;     /* bytes used in argv */
+	char filename[SENSOR_PATH_MAX];
+	char argv[SENSOR_ARGV_MAX];
+};
+
+struct fork_event {
+	struct event_header hdr; /* the parent */
+	__u32 child_pid;
+	__u32 parent_pid;
+};
+
+struct exit_event {
+	struct event_header hdr;
+};
+
+/* Variable length: only offsetof(path) + path_len bytes are sent. */
+struct open_event {
+	struct event_header hdr;
+	__s32 dirfd;
+	__u32 flags;    /* open(2) flags (openat2: how.flags, low 32 bits) */
+	__u32 mode;
+	__u16 syscall;  /* enum open_syscall */
+	__u16 path_len; /* bytes read including the NUL; SENSOR_PATH_MAX means truncated */
+	char path[SENSOR_PATH_MAX];
+};
+
+struct connect_event {
+	struct event_header hdr;
+	__s32 fd;
+	__u32 addrlen; /* as passed by the caller */
+	__u8 addr[SENSOR_SOCKADDR_MAX]; /* the caller's sockaddr, min(addrlen, SENSOR_SOCKADDR_MAX) bytes */
+};
+
+/* Value of the tracked map (key: tgid). Children inherit it at fork. */
+struct tracked_proc {
+	__u32 slot;     /* agent slot: index of the profile in user space's table */
+	__u32 root_pid; /* tgid of the agent instance's first process */
+	__u32 flags;    /* enum tracked_flags */
+	__u32 reserved;
+};
+
+/* Key of the exec_match map: NUL-padded executable path as passed to execve. */
+struct exec_key {
+	char path[SENSOR_EXEC_KEY_LEN];
+};
+
+#endif /* AGENT_SENSOR_EVENTS_H */

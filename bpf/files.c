@@ -1,0 +1,57 @@
+/* The open family, traced at syscall entry so an attempt is seen even when it fails. */
+
+static __always_inline int trace_open(int dirfd, const char *filename, u32 flags, u32 mode,
+				      u16 syscall)
+{
+	struct tracked_proc *t = current_tracked();
+	if (!t)
+		return 0;
+
+	u32 zero = 0;
+	struct open_event *e = open_scratch.lookup(&zero);
+	if (!e)
+		return 0;
+
+	fill_header(&e->hdr, EVENT_OPEN, t->slot);
+	e->dirfd = dirfd;
+	e->flags = flags;
+	e->mode = mode;
+	e->syscall = syscall;
+
+	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), filename);
+	u32 len = n > 0 ? n : 0;
+	e->path_len = len;
+	/* Send only the bytes the path uses: most paths are far shorter than PATH_MAX. */
+	emit(e, bounded(offsetof(struct open_event, path) + len, sizeof(*e)), EVENT_OPEN);
+	return 0;
+}
+
+int on_sys_enter_openat(struct tracepoint__syscalls__sys_enter_openat *args)
+{
+	return trace_open(args->dfd, args->filename, args->flags, args->mode, OPEN_SYSCALL_OPENAT);
+}
+
+#ifdef HAVE_sys_enter_openat2
+int on_sys_enter_openat2(struct tracepoint__syscalls__sys_enter_openat2 *args)
+{
+	u64 how[2] = {}; /* struct open_how starts with u64 flags, u64 mode */
+	bpf_probe_read_user(how, sizeof(how), (void *)args->how);
+	return trace_open(args->dfd, args->filename, (u32)how[0], (u32)how[1],
+			  OPEN_SYSCALL_OPENAT2);
+}
+#endif
+
+#ifdef HAVE_sys_enter_open
+int on_sys_enter_open(struct tracepoint__syscalls__sys_enter_open *args)
+{
+	return trace_open(AT_FDCWD, args->filename, args->flags, args->mode, OPEN_SYSCALL_OPEN);
+}
+#endif
+
+#ifdef HAVE_sys_enter_creat
+int on_sys_enter_creat(struct tracepoint__syscalls__sys_enter_creat *args)
+{
+	return trace_open(AT_FDCWD, args->pathname, O_CREAT | O_WRONLY | O_TRUNC, args->mode,
+			  OPEN_SYSCALL_CREAT);
+}
+#endif

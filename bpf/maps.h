@@ -1,0 +1,81 @@
+/* Maps shared by every program, joined into bcc's main text by sensor/bpf_loader.py (bcc rewrites
+ * map method calls only there). User space fills tracked and exec_match;
+ * the kernel keeps tracked current across fork and exit. */
+#ifndef AGENT_SENSOR_MAPS_H
+#define AGENT_SENSOR_MAPS_H
+
+#include "events.h"
+
+#define SENSOR_MAX_TRACKED 65536
+#define SENSOR_RINGBUF_PAGES 2048 /* 8 MiB with 4 KiB pages */
+
+BPF_HASH(tracked, u32, struct tracked_proc, SENSOR_MAX_TRACKED);
+BPF_HASH(exec_match, struct exec_key, u32, 1024);
+
+/* Half-finished syscalls, keyed by thread id. LRU so an entry whose second half never comes
+ * (a thread killed mid-exec) cannot fill the map. */
+BPF_TABLE("lru_hash", u32, struct exec_event, exec_stash, 1024);
+BPF_TABLE("lru_hash", u32, u64, clone_flags, 16384);
+
+/* Events are built here, not on the 512-byte BPF stack. */
+BPF_PERCPU_ARRAY(exec_scratch, struct exec_event, 1);
+BPF_PERCPU_ARRAY(open_scratch, struct open_event, 1);
+
+BPF_PERCPU_ARRAY(counters, u64, COUNTER_SLOTS);
+BPF_RINGBUF_OUTPUT(events, SENSOR_RINGBUF_PAGES);
+
+static __always_inline void count(u32 index)
+{
+	u64 *value = counters.lookup(&index);
+	if (value)
+		(*value)++;
+}
+
+static __always_inline void fill_header(struct event_header *hdr, u32 type, u32 slot)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u64 uid_gid = bpf_get_current_uid_gid();
+
+	hdr->ktime_ns = bpf_ktime_get_ns();
+	hdr->cgroup_id = bpf_get_current_cgroup_id();
+	hdr->type = type;
+	hdr->pid = pid_tgid >> 32;
+	hdr->tid = (u32)pid_tgid;
+	hdr->uid = (u32)uid_gid;
+	hdr->gid = uid_gid >> 32;
+	hdr->slot = slot;
+	bpf_get_current_comm(hdr->comm, sizeof(hdr->comm));
+}
+
+/* v, at most max, in a form the verifier can bound: the barrier stops the compiler from checking
+ * a copy of v and passing the unchecked register to the helper. */
+static __always_inline u64 bounded(u64 v, u64 max)
+{
+	asm volatile("" : "+r"(v));
+	if (v > max)
+		v = max;
+	return v;
+}
+
+/* Copy an event built in a scratch buffer into the ring buffer, counting success and loss. */
+static __always_inline void emit(void *event, u64 size, u32 type)
+{
+	if (events.ringbuf_output(event, size, 0) == 0)
+		count(type);
+	else
+		count(COUNTER_DROP_BASE + type);
+}
+
+/* The tracked entry of the calling process if its events are wanted, else NULL: the one map
+ * lookup an untracked process pays. */
+static __always_inline struct tracked_proc *current_tracked(void)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tracked_proc *t = tracked.lookup(&tgid);
+
+	if (!t || (t->flags & TRACKED_PENDING_EXEC))
+		return NULL;
+	return t;
+}
+
+#endif /* AGENT_SENSOR_MAPS_H */

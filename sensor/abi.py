@@ -1,0 +1,151 @@
+"""Python mirror of bpf/events.h, written once; tests/unit/test_abi.py compiles the header with
+gcc and checks that every size, offset and constant here agrees with it."""
+
+import ctypes
+import enum
+
+COMM_LEN = 16
+PATH_MAX = 4096
+ARGV_MAX = 1024
+ARG_CHUNK = 128
+MAX_ARGS = 14
+SOCKADDR_MAX = 128
+EXEC_KEY_LEN = 256
+NO_SLOT = 0xFFFFFFFF
+EVENT_TYPE_MAX = 16
+COUNTER_DROP_BASE = EVENT_TYPE_MAX
+COUNTER_SLOTS = 2 * EVENT_TYPE_MAX
+
+
+class EventType(enum.IntEnum):
+    EXEC = 1
+    FORK = 2
+    EXIT = 3
+    OPEN = 4
+    CONNECT = 5
+
+
+class OpenSyscall(enum.IntEnum):
+    OPENAT = 1
+    OPENAT2 = 2
+    OPEN = 3
+    CREAT = 4
+
+
+class ExecFlags(enum.IntFlag):
+    AGENT_START = 1
+    KERNEL_MATCHED = 2
+    ARGV_TRUNCATED = 4
+    NO_ARGS = 8
+    EXECVEAT = 16
+
+
+class TrackedFlags(enum.IntFlag):
+    PENDING_EXEC = 1
+
+
+class EventHeader(ctypes.Structure):
+    _fields_ = [
+        ("ktime_ns", ctypes.c_uint64),
+        ("cgroup_id", ctypes.c_uint64),
+        ("type", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("gid", ctypes.c_uint32),
+        ("slot", ctypes.c_uint32),
+        ("comm", ctypes.c_char * COMM_LEN),
+    ]
+
+
+class ExecEvent(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("old_tid", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("dirfd", ctypes.c_int32),
+        ("argc", ctypes.c_uint32),
+        ("matched_slot", ctypes.c_uint32),
+        ("filename_len", ctypes.c_uint16),
+        ("argv_len", ctypes.c_uint16),
+        ("filename", ctypes.c_char * PATH_MAX),
+        ("argv", ctypes.c_char * ARGV_MAX),
+    ]
+
+
+class ForkEvent(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("child_pid", ctypes.c_uint32),
+        ("parent_pid", ctypes.c_uint32),
+    ]
+
+
+class ExitEvent(ctypes.Structure):
+    _fields_ = [("hdr", EventHeader)]
+
+
+class OpenEvent(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("dirfd", ctypes.c_int32),
+        ("flags", ctypes.c_uint32),
+        ("mode", ctypes.c_uint32),
+        ("syscall", ctypes.c_uint16),
+        ("path_len", ctypes.c_uint16),
+        ("path", ctypes.c_char * PATH_MAX),
+    ]
+
+
+class ConnectEvent(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("fd", ctypes.c_int32),
+        ("addrlen", ctypes.c_uint32),
+        ("addr", ctypes.c_uint8 * SOCKADDR_MAX),
+    ]
+
+
+class TrackedProc(ctypes.Structure):
+    _fields_ = [
+        ("slot", ctypes.c_uint32),
+        ("root_pid", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+    ]
+
+
+class ExecKey(ctypes.Structure):
+    _fields_ = [("path", ctypes.c_char * EXEC_KEY_LEN)]
+
+
+# Every struct the header defines, by its C name: what the layout test walks.
+STRUCTS = {
+    "event_header": EventHeader,
+    "exec_event": ExecEvent,
+    "fork_event": ForkEvent,
+    "exit_event": ExitEvent,
+    "open_event": OpenEvent,
+    "connect_event": ConnectEvent,
+    "tracked_proc": TrackedProc,
+    "exec_key": ExecKey,
+}
+
+# Every integer constant and enum member the header defines, by its C name.
+CONSTANTS = {
+    "SENSOR_COMM_LEN": COMM_LEN,
+    "SENSOR_PATH_MAX": PATH_MAX,
+    "SENSOR_ARGV_MAX": ARGV_MAX,
+    "SENSOR_ARG_CHUNK": ARG_CHUNK,
+    "SENSOR_MAX_ARGS": MAX_ARGS,
+    "SENSOR_SOCKADDR_MAX": SOCKADDR_MAX,
+    "SENSOR_EXEC_KEY_LEN": EXEC_KEY_LEN,
+    "SENSOR_NO_SLOT": NO_SLOT,
+    "EVENT_TYPE_MAX": EVENT_TYPE_MAX,
+    "COUNTER_DROP_BASE": COUNTER_DROP_BASE,
+    "COUNTER_SLOTS": COUNTER_SLOTS,
+    **{f"EVENT_{m.name}": m.value for m in EventType},
+    **{f"OPEN_SYSCALL_{m.name}": m.value for m in OpenSyscall},
+    **{f"EXEC_{m.name}": m.value for m in ExecFlags},
+    **{f"TRACKED_{m.name}": m.value for m in TrackedFlags},
+}

@@ -1,0 +1,157 @@
+"""Builds bpf/sensor.c with bcc, attaches the tracepoints this kernel has, and gives user space
+its handles on the maps: tracked processes, exec-time matches, counters and the ring buffer.
+
+Only tracepoints are used (see README, "Kernel requirements"). A probe the kernel lacks is
+skipped and reported; a missing required probe stops the start with a message naming it."""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import abi
+from .probes import Capability, ensure_tracefs, tracepoint_exists, tracepoint_has_field
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+# The maps and one program file per event family. bcc rewrites map method calls and generates
+# tracepoint argument structs only in its main source text, so the files are joined into one text
+# rather than #included; events.h, plain C, is included normally.
+PROGRAM_FILES = ("maps.h", "process.c", "files.c", "network.c")
+PRELUDE = """#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+#include <linux/fcntl.h>
+"""
+
+
+@dataclass(frozen=True)
+class TracepointProbe:
+    category: str
+    event: str
+    required: bool
+
+    @property
+    def fn_name(self) -> str:
+        return f"on_{self.event}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.category}:{self.event}"
+
+
+PROBES = (
+    TracepointProbe("sched", "sched_process_exec", True),
+    TracepointProbe("sched", "sched_process_fork", True),
+    TracepointProbe("sched", "sched_process_exit", True),
+    TracepointProbe("syscalls", "sys_enter_execve", True),
+    TracepointProbe("syscalls", "sys_exit_execve", True),
+    TracepointProbe("syscalls", "sys_enter_execveat", False),
+    TracepointProbe("syscalls", "sys_exit_execveat", False),
+    TracepointProbe("syscalls", "sys_enter_clone", True),
+    TracepointProbe("syscalls", "sys_enter_clone3", False),
+    TracepointProbe("syscalls", "sys_enter_openat", True),
+    TracepointProbe("syscalls", "sys_enter_openat2", False),
+    TracepointProbe("syscalls", "sys_enter_open", False),
+    TracepointProbe("syscalls", "sys_enter_creat", False),
+    TracepointProbe("syscalls", "sys_enter_connect", True),
+)
+# Optional probes are compiled only when present (bcc generates the argument struct from the
+# tracepoint's format file, which a kernel without the tracepoint does not have).
+OPTIONAL_DEFINES = {p: f"-DHAVE_{p.event}" for p in PROBES if not p.required}
+
+
+class LoadError(RuntimeError):
+    pass
+
+
+class SensorBPF:
+    def __init__(self, bpf_dir: Path = BPF_DIR):
+        self.bpf_dir = bpf_dir
+        self._bpf = None
+        self.capabilities: list[Capability] = []
+
+    # -- start-up -------------------------------------------------------------------------
+    def load(self) -> list[Capability]:
+        ensure_tracefs()
+        from bcc import BPF  # imported late: needs tracefs mounted, and only the daemon needs bcc
+
+        present = [p for p in PROBES if tracepoint_exists(p.category, p.event)]
+        missing = [p for p in PROBES if p not in present]
+        required_missing = [p.name for p in missing if p.required]
+        if required_missing:
+            raise LoadError(f"this kernel lacks required tracepoints {', '.join(required_missing)} "
+                            f"(CONFIG_FTRACE_SYSCALLS and sched tracepoints are needed)")
+        # -w: the nearest packaged headers may not match the running kernel exactly, and their
+        # warnings say nothing about the sensor's own code.
+        cflags = [f"-I{self.bpf_dir}", "-w"]
+        cflags += [flag for p, flag in OPTIONAL_DEFINES.items() if p in present]
+        if tracepoint_has_field("sched", "sched_process_exit", "group_dead"):
+            cflags.append("-DHAVE_FIELD_sched_process_exit_group_dead")
+        text = PRELUDE + "".join(f'#line 1 "{name}"\n' + (self.bpf_dir / name).read_text()
+                                 for name in PROGRAM_FILES)
+        try:
+            self._bpf = BPF(text=text, cflags=cflags)
+        except Exception as exc:  # bcc raises bare Exception on compile/verifier failure
+            raise LoadError(f"compiling or loading {', '.join(PROGRAM_FILES)} in {self.bpf_dir} failed: {exc}. "
+                            "Check kernel headers (make kernel-headers) and the bcc output above.") from exc
+        for probe in present:
+            self._bpf.attach_tracepoint(tp=probe.name, fn_name=probe.fn_name)
+        self.capabilities = [Capability(f"tracepoint {p.name}", p in present,
+                                        "attached" if p in present else "absent in this kernel: skipped")
+                             for p in PROBES]
+        return self.capabilities
+
+    def close(self) -> None:
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    @property
+    def bpf(self):
+        if self._bpf is None:
+            raise LoadError("BPF programs are not loaded")
+        return self._bpf
+
+    # -- tracked processes -----------------------------------------------------------------
+    def track(self, pid: int, slot: int, root_pid: int, flags: int = 0) -> None:
+        table = self.bpf["tracked"]
+        table[ctypes.c_uint32(pid)] = abi.TrackedProc(slot=slot, root_pid=root_pid, flags=flags)
+
+    def untrack(self, pid: int) -> None:
+        try:
+            del self.bpf["tracked"][ctypes.c_uint32(pid)]
+        except KeyError:
+            pass
+
+    def tracked(self) -> dict[int, abi.TrackedProc]:
+        return {k.value: abi.TrackedProc.from_buffer_copy(v) for k, v in self.bpf["tracked"].items()}
+
+    def set_exec_matches(self, paths: dict[str, int]) -> None:
+        """Exact executable paths that start an agent (path -> slot), matched by the kernel at exec."""
+        table = self.bpf["exec_match"]
+        table.clear()
+        for path, slot in paths.items():
+            raw = path.encode()
+            if len(raw) >= abi.EXEC_KEY_LEN:
+                continue  # too long for the kernel key: user space still matches it at exec
+            table[abi.ExecKey(raw)] = ctypes.c_uint32(slot)
+
+    # -- counters and events ---------------------------------------------------------------
+    def counters(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(events emitted by type, ring-buffer drops by type), summed over CPUs."""
+        table = self.bpf["counters"]
+        emitted, dropped = {}, {}
+        for kind in abi.EventType:
+            emitted[kind.name.lower()] = sum(table[ctypes.c_int(kind.value)])
+            dropped[kind.name.lower()] = sum(table[ctypes.c_int(abi.COUNTER_DROP_BASE + kind.value)])
+        return emitted, dropped
+
+    def open_events(self, callback: Callable[[bytes], None]) -> None:
+        def on_event(_ctx, data, size):
+            callback(ctypes.string_at(data, size))
+        self._ring_callback = on_event  # bcc keeps only a weak hold on it
+        self.bpf["events"].open_ring_buffer(on_event)
+
+    def poll(self, timeout_ms: int) -> None:
+        self.bpf.ring_buffer_poll(timeout_ms)
