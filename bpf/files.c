@@ -1,4 +1,13 @@
-/* The open family, traced at syscall entry so an attempt is seen even when it fails. */
+/* The open family, traced at syscall entry so an attempt is seen even when it fails (and, for a
+ * name unreadable at entry, completed at exit). */
+
+/* Send only the bytes the path uses: most paths are far shorter than PATH_MAX. */
+static __always_inline void send_open(struct open_event *e, long n)
+{
+	u32 len = n > 0 ? n : 0;
+	e->path_len = len;
+	emit(e, bounded(offsetof(struct open_event, path) + len, sizeof(*e)), EVENT_OPEN);
+}
 
 static __always_inline int trace_open(int dirfd, const char *filename, u32 flags, u32 mode,
 				      u16 syscall)
@@ -19,10 +28,41 @@ static __always_inline int trace_open(int dirfd, const char *filename, u32 flags
 	e->syscall = syscall;
 
 	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), filename);
-	u32 len = n > 0 ? n : 0;
-	e->path_len = len;
-	/* Send only the bytes the path uses: most paths are far shorter than PATH_MAX. */
-	emit(e, bounded(offsetof(struct open_event, path) + len, sizeof(*e)), EVENT_OPEN);
+	if (n <= 0) {
+		struct open_retry retry = {.filename = (u64)filename, .ktime_ns = e->hdr.ktime_ns,
+					   .dirfd = dirfd, .flags = flags, .mode = mode,
+					   .syscall = syscall};
+		u32 tid = e->hdr.tid;
+		open_retries.update(&tid, &retry);
+		return 0;
+	}
+	send_open(e, n);
+	return 0;
+}
+
+/* Second half of an open whose name was unreadable at entry. An untracked process pays one
+ * lookup in a map that is almost always empty. A name still unreadable now (a bad pointer: the
+ * open failed with EFAULT) is sent empty. */
+static __always_inline int retry_open(void)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct open_retry *retry = open_retries.lookup(&tid);
+	if (!retry)
+		return 0;
+
+	u32 zero = 0;
+	struct tracked_proc *t = current_tracked();
+	struct open_event *e = open_scratch.lookup(&zero);
+	if (t && e) {
+		fill_header(&e->hdr, EVENT_OPEN, t->slot);
+		e->hdr.ktime_ns = retry->ktime_ns;
+		e->dirfd = retry->dirfd;
+		e->flags = retry->flags;
+		e->mode = retry->mode;
+		e->syscall = retry->syscall;
+		send_open(e, bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)retry->filename));
+	}
+	open_retries.delete(&tid);
 	return 0;
 }
 
@@ -53,5 +93,31 @@ int on_sys_enter_creat(struct tracepoint__syscalls__sys_enter_creat *args)
 {
 	return trace_open(AT_FDCWD, args->pathname, O_CREAT | O_WRONLY | O_TRUNC, args->mode,
 			  OPEN_SYSCALL_CREAT);
+}
+#endif
+
+int on_sys_exit_openat(struct tracepoint__syscalls__sys_exit_openat *args)
+{
+	return retry_open();
+}
+
+#ifdef HAVE_sys_exit_openat2
+int on_sys_exit_openat2(struct tracepoint__syscalls__sys_exit_openat2 *args)
+{
+	return retry_open();
+}
+#endif
+
+#ifdef HAVE_sys_exit_open
+int on_sys_exit_open(struct tracepoint__syscalls__sys_exit_open *args)
+{
+	return retry_open();
+}
+#endif
+
+#ifdef HAVE_sys_exit_creat
+int on_sys_exit_creat(struct tracepoint__syscalls__sys_exit_creat *args)
+{
+	return retry_open();
 }
 #endif

@@ -17,6 +17,19 @@ BPF_HASH(exec_match, struct exec_key, u32, 1024);
 BPF_TABLE("lru_hash", u32, struct exec_event, exec_stash, 1024);
 BPF_TABLE("lru_hash", u32, u64, clone_flags, 16384);
 
+/* An open whose file name could not be read at syscall entry (the page holding it was not
+ * faulted in yet, typical of string literals in a library's read-only data): read it again at
+ * syscall exit, when the kernel has copied the name and the page is present. Kernel-internal. */
+struct open_retry {
+	u64 filename; /* user pointer */
+	u64 ktime_ns; /* when the syscall was entered */
+	s32 dirfd;
+	u32 flags;
+	u32 mode;
+	u16 syscall;
+};
+BPF_TABLE("lru_hash", u32, struct open_retry, open_retries, 1024);
+
 /* Events are built here, not on the 512-byte BPF stack. */
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_event, 1);
 BPF_PERCPU_ARRAY(open_scratch, struct open_event, 1);

@@ -51,9 +51,13 @@ PROBES = (
     TracepointProbe("syscalls", "sys_enter_clone", True),
     TracepointProbe("syscalls", "sys_enter_clone3", False),
     TracepointProbe("syscalls", "sys_enter_openat", True),
+    TracepointProbe("syscalls", "sys_exit_openat", True),
     TracepointProbe("syscalls", "sys_enter_openat2", False),
+    TracepointProbe("syscalls", "sys_exit_openat2", False),
     TracepointProbe("syscalls", "sys_enter_open", False),
+    TracepointProbe("syscalls", "sys_exit_open", False),
     TracepointProbe("syscalls", "sys_enter_creat", False),
+    TracepointProbe("syscalls", "sys_exit_creat", False),
     TracepointProbe("syscalls", "sys_enter_connect", True),
 )
 # Optional probes are compiled only when present (bcc generates the argument struct from the

@@ -1,0 +1,148 @@
+"""Alerts: built from a verdict and its context, published on a bus that fans out to consumers.
+
+The protobuf Alert (proto/agent_sensor/v1/sensor.proto) is the one alert schema: the gRPC stream
+sends it, `--json` prints its canonical JSON mapping, the log line summarises it. An alert never
+carries file contents: only names, addresses and process metadata."""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import socket
+import threading
+import time
+from collections import deque
+
+from google.protobuf.json_format import MessageToDict
+
+from ._proto.agent_sensor.v1 import sensor_pb2 as pb
+from .correlate import RuleKind, Target, Verdict
+from .decode import ConnectEvent, Event, ExecEvent, OpenEvent
+from .processes import AgentInstance, ProcessInfo
+
+RULE_KINDS = {
+    RuleKind.SECRET_ACCESS: pb.RULE_KIND_SECRET_ACCESS,
+    RuleKind.FILE_READ: pb.RULE_KIND_FILE_READ,
+    RuleKind.FILE_WRITE: pb.RULE_KIND_FILE_WRITE,
+    RuleKind.NETWORK_CONNECT: pb.RULE_KIND_NETWORK_CONNECT,
+    RuleKind.EXEC: pb.RULE_KIND_EXEC,
+}
+ACTION_KINDS = {"alert": pb.ACTION_KIND_ALERT, "kill": pb.ACTION_KIND_KILL}
+FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}
+HISTORY = 10000
+CONSUMER_QUEUE = 4096
+
+
+def wall_ns(ktime_ns: int) -> int:
+    """Kernel CLOCK_MONOTONIC stamp -> wall clock, with the offset taken now (follows NTP steps)."""
+    return ktime_ns + time.time_ns() - time.monotonic_ns()
+
+
+def _stamp(ts, ns: int) -> None:
+    ts.seconds, ts.nanos = divmod(ns, 1_000_000_000)
+
+
+def process_message(info: ProcessInfo) -> pb.Process:
+    return pb.Process(pid=info.pid, ppid=info.ppid or 0, exe=info.exe, cmdline=list(info.cmdline),
+                      user=info.user or "", uid=info.uid or 0, start_ticks=info.start_ticks or 0)
+
+
+def event_message(event: Event, target: Target | None) -> pb.Event:
+    if isinstance(event, OpenEvent):
+        return pb.Event(type="open", file=pb.FileAccess(
+            path=event.path, resolved_path=target.canonical if target else "", write=event.is_write,
+            flags=event.flags, syscall=event.syscall.name.lower(), truncated=event.truncated))
+    if isinstance(event, ConnectEvent):
+        return pb.Event(type="connect", network=pb.NetworkConnect(
+            family=FAMILIES.get(event.family, str(event.family)), address=event.address, port=event.port or 0))
+    if isinstance(event, ExecEvent):
+        return pb.Event(type="exec", exec=pb.ProgramExec(
+            filename=event.filename, resolved_path=target.canonical if target else "", argv=list(event.argv)))
+    return pb.Event(type=event.kind)
+
+
+def build_alert(alert_id: int, verdict: Verdict, event: Event, target: Target | None,
+                agent: AgentInstance, process: ProcessInfo, ancestry: list[ProcessInfo]) -> pb.Alert:
+    alert = pb.Alert(
+        id=alert_id, hostname=socket.gethostname(),
+        agent=pb.Agent(name=agent.profile.name, instance_id=agent.id, root_pid=agent.root_pid,
+                       profile_file=agent.profile.source),
+        rule=pb.Rule(kind=RULE_KINDS[verdict.kind], name=verdict.rule, pattern=verdict.pattern),
+        reason=verdict.reason,
+        action=pb.Action(kind=ACTION_KINDS[verdict.action]),
+        process=process_message(process),
+        ancestry=[process_message(p) for p in ancestry],
+        event=event_message(event, target),
+    )
+    alert.timing.kernel_ktime_ns = event.hdr.ktime_ns
+    _stamp(alert.timing.event_time, wall_ns(event.hdr.ktime_ns))
+    _stamp(alert.timing.decided_time, time.time_ns())
+    return alert
+
+
+def complete_action(alert: pb.Alert, completed: bool, result: str, pids=()) -> None:
+    alert.action.completed = completed
+    alert.action.result = result
+    alert.action.signalled_pids.extend(pids)
+    _stamp(alert.timing.action_time, time.time_ns())
+
+
+def alert_to_dict(alert: pb.Alert) -> dict:
+    return MessageToDict(alert, preserving_proto_field_name=True)
+
+
+def log_line(alert: pb.Alert) -> str:
+    rule = pb.RuleKind.Name(alert.rule.kind).removeprefix("RULE_KIND_").lower()
+    action = pb.ActionKind.Name(alert.action.kind).removeprefix("ACTION_KIND_").lower()
+    return (f"ALERT #{alert.id} agent={alert.agent.name} pid={alert.process.pid} rule={rule} "
+            f"action={action} ({alert.action.result or 'pending'}): {alert.reason}")
+
+
+class Subscription:
+    """One consumer's bounded queue: a slow consumer loses its own alerts (counted), never
+    slows the sensor or other consumers."""
+
+    def __init__(self, wants):
+        self.wants = wants
+        self.queue: queue.Queue[pb.Alert] = queue.Queue(maxsize=CONSUMER_QUEUE)
+        self.missed = 0
+
+    def offer(self, alert: pb.Alert) -> None:
+        if not self.wants(alert):
+            return
+        try:
+            self.queue.put_nowait(alert)
+        except queue.Full:
+            self.missed += 1
+
+
+class AlertBus:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._history: deque[pb.Alert] = deque(maxlen=HISTORY)
+        self._subscribers: list[Subscription] = []
+        self.published = 0
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def publish(self, alert: pb.Alert) -> None:
+        with self._lock:
+            self._history.append(alert)
+            self.published += 1
+            for sub in self._subscribers:
+                sub.offer(alert)
+
+    def subscribe(self, wants, backlog: int) -> tuple[Subscription, list[pb.Alert]]:
+        """Atomically: the last `backlog` matching alerts, and a subscription for every later one."""
+        with self._lock:
+            sub = Subscription(wants)
+            self._subscribers.append(sub)
+            recent = [a for a in self._history if wants(a)][-backlog:] if backlog else []
+            return sub, recent
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subscribers:
+                self._subscribers.remove(sub)

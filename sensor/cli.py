@@ -1,0 +1,190 @@
+"""`agent-sensor`: the daemon (`run`) and its clients. Every client command takes --server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from . import __version__
+from .client import DEFAULT_SERVER, RULE_KIND_NAMES
+
+server_option = click.option(
+    "--server", default=DEFAULT_SERVER, show_default=True, envvar="AGENT_SENSOR_SERVER",
+    help="The daemon's gRPC address: unix:///path/to.sock or HOST:PORT.")
+
+
+def _client(server: str):
+    from .client import SensorClient
+    return SensorClient(server)
+
+
+def _fail_rpc(exc, server: str) -> None:
+    import grpc
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code()
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise click.ClickException(
+                f"no agent-sensor daemon answers at {server}: start it with `agent-sensor run` "
+                f"(as root), or pass --server ({exc.details()})")
+        raise click.ClickException(f"{code.name}: {exc.details()}")
+    raise exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="agent-sensor")
+def main() -> None:
+    """Runtime security sensor for AI-agent processes, on eBPF.
+
+    The daemon (`agent-sensor run`, as root) traces agent processes in the kernel, judges each
+    file open, connect and exec against the agent's profile, and alerts or kills the agent's
+    process tree. The other commands are gRPC clients of a running daemon.
+    """
+
+
+@main.command()
+@click.option("--profiles", "profile_paths", multiple=True, default=["/etc/agent-sensor/profiles"],
+              show_default=True, type=click.Path(), help="Profile file or directory (repeatable).")
+@click.option("--listen", multiple=True, help=f"gRPC address (repeatable). Default: {DEFAULT_SERVER}. "
+              "HOST:PORT listens on TCP without authentication: keep it on loopback.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+def run(profile_paths, listen, verbose) -> None:
+    """Run the sensor daemon in the foreground (root). Logs one line per alert.
+
+    Stops on SIGTERM or Ctrl-C, detaching every BPF program."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    from .daemon import Daemon, StartupError
+    daemon = Daemon(list(profile_paths), list(listen))
+    try:
+        daemon.start()
+    except StartupError as exc:
+        daemon.stop()
+        raise click.ClickException(str(exc))
+    try:
+        daemon.run()
+    finally:
+        daemon.stop()
+
+
+@main.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.option("--profile", required=True, help="Name of the loaded profile to run CMD under.")
+@server_option
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(profile, server, cmd) -> None:
+    """Start CMD as an agent under PROFILE: agent-sensor exec --profile NAME -- CMD ARGS...
+
+    The daemon tracks this process first and CMD replaces it, so CMD is watched from its first
+    instruction. If the daemon cannot track it, CMD is not started (exit 1)."""
+    import shutil
+    program = cmd[0] if "/" in cmd[0] else shutil.which(cmd[0])
+    if not program:
+        raise click.ClickException(f"{cmd[0]}: command not found")
+    try:
+        with _client(server) as client:
+            client.track(os.getpid(), profile, pending_exec=True)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, CMD never starts untracked
+        _fail_rpc(exc, server)
+    try:
+        os.execv(program, list(cmd))
+    except OSError as exc:
+        raise click.ClickException(f"{program}: {exc.strerror}")
+
+
+@main.command()
+@server_option
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming new alerts.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (the proto's JSON mapping).")
+@click.option("--agent", "agents", multiple=True, help="Only alerts of this agent (profile name; repeatable).")
+@click.option("--rule", "rules", multiple=True, type=click.Choice(sorted(RULE_KIND_NAMES)),
+              help="Only alerts of this rule kind (repeatable).")
+@click.option("--backlog", default=1000, show_default=True, help="Recent alerts to show first.")
+def alerts(server, follow, as_json, agents, rules, backlog) -> None:
+    """Print alerts from the daemon: recent ones, then new ones with --follow."""
+    from .alerts import alert_to_dict, log_line
+    try:
+        with _client(server) as client:
+            for alert in client.alerts(follow=follow, backlog=backlog, agents=agents,
+                                       rule_kinds=[RULE_KIND_NAMES[r] for r in rules]):
+                if as_json:
+                    import orjson
+                    sys.stdout.buffer.write(orjson.dumps(alert_to_dict(alert)) + b"\n")
+                else:
+                    sys.stdout.write(log_line(alert) + "\n")
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # noqa: BLE001
+        _fail_rpc(exc, server)
+
+
+@main.command()
+@server_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(server, as_json) -> None:
+    """Version, kernel capabilities, profiles, tracked agent processes and counters."""
+    from google.protobuf.json_format import MessageToDict
+    try:
+        with _client(server) as client:
+            st = client.status()
+    except Exception as exc:  # noqa: BLE001
+        _fail_rpc(exc, server)
+    if as_json:
+        import orjson
+        click.echo(orjson.dumps(MessageToDict(st, preserving_proto_field_name=True),
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"agent-sensor {st.version} on {st.hostname}, API on {', '.join(st.listen)}")
+    click.echo("capabilities:")
+    for cap in st.capabilities:
+        click.echo(f"  {'yes' if cap.available else 'NO ':3} {cap.name:44} {cap.detail}")
+    click.echo(f"profiles: {', '.join(p.name for p in st.profiles) or 'none'}")
+    click.echo(f"tracked processes: {len(st.tracked)}")
+    for t in st.tracked:
+        click.echo(f"  {t.pid:>7} {t.agent:24} {t.exe}")
+    click.echo(f"events processed: {st.events_processed}  decode errors: {st.decode_errors}  alerts: {st.alerts}")
+    click.echo("kernel events: " + "  ".join(f"{k}={v}" for k, v in sorted(st.events.items())))
+    click.echo("ring-buffer drops: " + "  ".join(f"{k}={v}" for k, v in sorted(st.ring_buffer_drops.items())))
+
+
+@main.group()
+def profiles() -> None:
+    """Check profile files, or list the profiles a daemon has loaded."""
+
+
+@profiles.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+def check(files) -> None:
+    """Validate profiles. Exit 0 if valid, else print FILE:LINE: problem for each and exit 1."""
+    from .profiles import ProfileError, load_profiles
+    try:
+        loaded = load_profiles(files)
+    except ProfileError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+    for p in loaded:
+        click.echo(f"ok: {p.name} ({p.source})")
+
+
+@profiles.command(name="list")
+@server_option
+def list_(server) -> None:
+    """Profiles loaded by the daemon, with their match selectors."""
+    try:
+        with _client(server) as client:
+            summaries = client.profiles()
+    except Exception as exc:  # noqa: BLE001
+        _fail_rpc(exc, server)
+    for p in summaries:
+        click.echo(f"{p.name:24} on_violation={p.on_violation:6} {p.file}")
+        for m in p.match:
+            click.echo(f"    match {m}")
+        for path in p.kernel_exec_match:
+            click.echo(f"    kernel exec match {path}")
+
+
+if __name__ == "__main__":
+    main()

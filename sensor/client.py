@@ -1,0 +1,52 @@
+"""A small client for the agent-sensor gRPC API, used by the CLI and usable by SIEM consumers:
+
+    from sensor.client import SensorClient
+    with SensorClient("unix:///run/agent-sensor/sensor.sock") as client:
+        for alert in client.alerts(follow=True):
+            print(alert.agent.name, alert.reason)
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import grpc
+
+from ._proto.agent_sensor.v1 import sensor_pb2 as pb
+from ._proto.agent_sensor.v1 import sensor_pb2_grpc as pb_grpc
+
+DEFAULT_SERVER = "unix:///run/agent-sensor/sensor.sock"
+RULE_KIND_NAMES = {pb.RuleKind.Name(v).removeprefix("RULE_KIND_").lower(): v
+                   for v in pb.RuleKind.values() if v != pb.RULE_KIND_UNSPECIFIED}
+
+
+class SensorClient:
+    def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 10.0):
+        self.server = server
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(server)
+        self._stub = pb_grpc.SensorServiceStub(self._channel)
+
+    def __enter__(self) -> SensorClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def status(self) -> pb.Status:
+        return self._stub.GetStatus(pb.GetStatusRequest(), timeout=self.timeout)
+
+    def profiles(self) -> list[pb.ProfileSummary]:
+        return list(self._stub.ListProfiles(pb.ListProfilesRequest(), timeout=self.timeout).profiles)
+
+    def track(self, pid: int, profile: str, pending_exec: bool = True) -> str:
+        request = pb.TrackProcessRequest(pid=pid, profile=profile, pending_exec=pending_exec)
+        return self._stub.TrackProcess(request, timeout=self.timeout).instance_id
+
+    def alerts(self, follow: bool = False, backlog: int = 1000, agents=(), rule_kinds=()) -> Iterator[pb.Alert]:
+        request = pb.StreamAlertsRequest(agents=list(agents), rule_kinds=list(rule_kinds),
+                                         follow=follow, backlog=backlog)
+        return self._stub.StreamAlerts(request, timeout=None if follow else self.timeout)

@@ -1,0 +1,120 @@
+"""Pure decision: (event, resolved target, profile) -> verdict or None. No I/O, no clock: it can
+be fed recorded events (tests/unit/test_correlate.py) exactly as live ones.
+
+Rule kinds, checked in this order for an open: a secret is a violation whatever `files` allows;
+then writes against files.write, reads against files.read (a writable path is also readable)."""
+
+from __future__ import annotations
+
+import enum
+import socket
+from dataclasses import dataclass
+
+from .decode import ConnectEvent, Event, ExecEvent, OpenEvent
+from .profiles import Profile
+
+
+class RuleKind(str, enum.Enum):
+    SECRET_ACCESS = "secret_access"
+    FILE_READ = "file_read"
+    FILE_WRITE = "file_write"
+    NETWORK_CONNECT = "network_connect"
+    EXEC = "exec"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The spellings of a path an event names: `literal` made absolute against the process's
+    cwd or dirfd, `canonical` with symlinks resolved. `resolved` is False when neither cwd nor
+    dirfd could be read (the process was gone): the path is then judged as given."""
+    literal: str
+    canonical: str
+    resolved: bool = True
+
+    @property
+    def spellings(self) -> tuple[str, ...]:
+        return (self.literal,) if self.literal == self.canonical else (self.literal, self.canonical)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: RuleKind
+    rule: str          # the profile key that decided: "secrets", "files.write", ...
+    pattern: str       # the glob that matched (secrets), or "" when nothing allowed the access
+    reason: str
+    action: str        # the profile's on_violation
+    target: str        # canonical path, "address:port", unix path, or program
+
+
+def decide(event: Event, profile: Profile, target: Target | None = None) -> Verdict | None:
+    if isinstance(event, OpenEvent):
+        return _decide_open(event, profile, target)
+    if isinstance(event, ConnectEvent):
+        return _decide_connect(event, profile)
+    if isinstance(event, ExecEvent):
+        return _decide_exec(event, profile, target)
+    return None
+
+
+def _verdict(profile: Profile, kind: RuleKind, rule: str, pattern: str, reason: str, target: str) -> Verdict:
+    return Verdict(kind=kind, rule=rule, pattern=pattern, reason=reason, action=profile.on_violation, target=target)
+
+
+def _decide_open(event: OpenEvent, profile: Profile, target: Target | None) -> Verdict | None:
+    if not event.path:
+        # The kernel could not read the name even after the syscall (a bad or unmapped pointer):
+        # nothing can show the file was allowed, so it is not (fail closed).
+        kind, rule = (RuleKind.FILE_WRITE, "files.write") if event.is_write else (RuleKind.FILE_READ, "files.read")
+        return _verdict(profile, kind, rule, "", "opened a file whose name could not be read", "")
+    target = target or Target(event.path, event.path, resolved=False)
+    # A secret is matched under any spelling: a symlink into ~/.aws is still ~/.aws.
+    for spelling in target.spellings:
+        glob = profile.is_secret(spelling)
+        if glob is not None:
+            how = "" if spelling == target.literal else f" (via {target.literal})"
+            return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", glob.text,
+                            f"opened secret {spelling}{how} for {'writing' if event.is_write else 'reading'}",
+                            spelling)
+    # Allow-lists judge the canonical path only: a symlink placed in an allowed directory must
+    # not open the door to the file it points at.
+    path = target.canonical
+    unresolved = "" if target.resolved else " (relative path; the process's directory was unknown)"
+    if event.is_write:
+        if not profile.may_write(path):
+            return _verdict(profile, RuleKind.FILE_WRITE, "files.write", "",
+                            f"opened {path} for writing, outside files.write{unresolved}", path)
+        return None
+    if not profile.may_read(path):
+        return _verdict(profile, RuleKind.FILE_READ, "files.read", "",
+                        f"opened {path} for reading, outside files.read{unresolved}", path)
+    return None
+
+
+def _decide_connect(event: ConnectEvent, profile: Profile) -> Verdict | None:
+    if event.family in (socket.AF_INET, socket.AF_INET6):
+        ip = event.ip
+        if profile.allowed_destination_inet(ip, event.port) is not None:
+            return None
+        shown = f"[{ip}]:{event.port}" if ip.version == 6 else f"{ip}:{event.port}"
+        return _verdict(profile, RuleKind.NETWORK_CONNECT, "network.connect", "",
+                        f"connect to {shown}, not in network.connect", shown)
+    if event.family == socket.AF_UNIX:
+        if profile.allowed_destination_unix(event.address) is not None:
+            return None
+        shown = f"unix:{event.address}"
+        return _verdict(profile, RuleKind.NETWORK_CONNECT, "network.connect", "",
+                        f"connect to {shown}, not in network.connect", shown)
+    # AF_UNSPEC dissolves a UDP association and other families carry no destination rules yet.
+    return None
+
+
+def _decide_exec(event: ExecEvent, profile: Profile, target: Target | None) -> Verdict | None:
+    if event.agent_start:
+        return None  # the agent's own launch: it is what the profile describes, not an action of it
+    target = target or Target(event.filename, event.filename, resolved=False)
+    # Either spelling may allow it: the literal path (e.g. /usr/bin/python3) is what the user
+    # wrote in the profile, the canonical one (python3.11) is the file that runs.
+    if any(profile.may_exec(s) for s in target.spellings):
+        return None
+    return _verdict(profile, RuleKind.EXEC, "exec", "",
+                    f"executed {target.canonical}, not in exec", target.canonical)

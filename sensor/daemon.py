@@ -1,0 +1,134 @@
+"""`agent-sensor run`: ordered start-up, the event loop, and teardown.
+
+Start-up order matters: profiles are validated before anything touches the kernel; BPF is
+attached before the rescan, so a process forked during the rescan inherits tracking in the kernel;
+the API opens last, when status has something true to say."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from . import __version__, probes
+from ._proto.agent_sensor.v1 import sensor_pb2 as pb
+from .alerts import AlertBus
+from .bpf_loader import LoadError, SensorBPF
+from .pipeline import Pipeline, kernel_exec_paths
+from .profiles import ProfileError, load_profiles
+from .source import RingBufferSource
+
+log = logging.getLogger("agent-sensor")
+DEFAULT_LISTEN = "unix:///run/agent-sensor/sensor.sock"
+POLL_MS = 100
+
+
+class StartupError(RuntimeError):
+    """A reason the daemon cannot start, worded for the operator."""
+
+
+class Daemon:
+    def __init__(self, profile_paths: list[str], listen: list[str]):
+        self.profile_paths = profile_paths
+        self.listen = listen or [DEFAULT_LISTEN]
+        self.bus = AlertBus()
+        self.stopping = threading.Event()
+        self.started = time.time_ns()
+        self.capabilities: list[probes.Capability] = []
+        self.bpf: SensorBPF | None = None
+        self.pipeline: Pipeline | None = None
+        self.server = None
+
+    # -- start-up --------------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            profiles = load_profiles(self.profile_paths)
+        except ProfileError as exc:
+            raise StartupError(f"invalid profiles, nothing started:\n{exc}") from exc
+        self.capabilities = probes.probe_all()
+        missing = [c for c in self.capabilities if c.name in ("root", "bcc", "tracefs", "kernel_headers", "ring_buffer")
+                   and not c.available]
+        for cap in self.capabilities:
+            (log.info if cap.available else log.warning)("capability %-20s %s: %s", cap.name,
+                                                         "yes" if cap.available else "NO", cap.detail)
+        if missing:
+            raise StartupError("cannot start: " + "; ".join(f"{c.name}: {c.detail}" for c in missing))
+        self.bpf = SensorBPF()
+        try:
+            self.capabilities += self.bpf.load()
+        except LoadError as exc:
+            raise StartupError(str(exc)) from exc
+        for cap in self.capabilities:
+            if cap.name.startswith("tracepoint") and not cap.available:
+                log.warning("%s: %s", cap.name, cap.detail)
+        self.pipeline = Pipeline(profiles, self.bpf, self.bus)
+        self.source = RingBufferSource(self.bpf)
+        paths = self.pipeline.install_exec_matches()
+        log.info("loaded %d profile(s) from %s; kernel exec matches: %s", len(profiles),
+                 ", ".join(self.profile_paths), ", ".join(paths) or "none")
+        for agent in self.pipeline.rescan():
+            log.info("rescan: agent %s already running", agent.id)
+        from .export.grpc_server import start_server  # grpc is heavy; the CLI's check path skips it
+        try:
+            self.server = start_server(self, self.listen)
+        except (OSError, RuntimeError) as exc:
+            raise StartupError(f"cannot open the API on {', '.join(self.listen)}: {exc}") from exc
+        for address in self.listen:
+            if not address.startswith("unix:"):
+                log.warning("API on %s is a TCP port without authentication: keep it on loopback", address)
+        log.info("agent-sensor %s running; API on %s", __version__, ", ".join(self.listen))
+
+    def run(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        while not self.stopping.is_set():
+            for data in self.source.read(POLL_MS):
+                self.pipeline.handle(data)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.server is not None:
+            self.server.stop(grace=1).wait()
+        if self.bpf is not None:
+            self.bpf.close()
+        for address in self.listen:
+            if address.startswith("unix:"):
+                Path(address.removeprefix("unix://").removeprefix("unix:")).unlink(missing_ok=True)
+        log.info("agent-sensor stopped")
+
+    # -- what the API reports --------------------------------------------------------------
+    def profile_summaries(self) -> list[pb.ProfileSummary]:
+        out = []
+        for slot, p in enumerate(self.pipeline.profiles):
+            m = p.match
+            selectors = ([f"exe={g.text}" for g in m.exe] + [f"cmdline={g.text}" for g in m.cmdline]
+                         + [f"user={u}" for u in m.user] + [f"cgroup={g.text}" for g in m.cgroup])
+            out.append(pb.ProfileSummary(name=p.name, file=p.source, description=p.description or "",
+                                         on_violation=p.on_violation, slot=slot, match=selectors,
+                                         kernel_exec_match=kernel_exec_paths(p)))
+        return out
+
+    def status(self) -> pb.Status:
+        started = Timestamp()
+        started.FromNanoseconds(self.started)
+        with self.pipeline.lock:
+            emitted, dropped = self.bpf.counters()
+            tracked = []
+            for pid, entry in sorted(self.bpf.tracked().items()):
+                agent = self.pipeline.instances.get(entry.root_pid)
+                info = self.pipeline.table.get(pid)
+                tracked.append(pb.TrackedProcess(
+                    pid=pid, agent=self.pipeline.profiles[entry.slot].name if entry.slot < len(self.pipeline.profiles) else "",
+                    instance_id=agent.id if agent else "", exe=info.exe if info else ""))
+            return pb.Status(
+                version=__version__, hostname=socket.gethostname(), started=started,
+                capabilities=[pb.Capability(name=c.name, available=c.available, detail=c.detail)
+                              for c in self.capabilities],
+                profiles=self.profile_summaries(), tracked=tracked, events=emitted, ring_buffer_drops=dropped,
+                events_processed=self.pipeline.counters.events, decode_errors=self.pipeline.counters.decode_errors,
+                alerts=self.bus.published, listen=self.listen)

@@ -1,0 +1,204 @@
+"""Ring-buffer bytes -> typed events. Pure: works the same on live and recorded bytes."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from . import abi
+
+HEADER_SIZE = ctypes.sizeof(abi.EventHeader)
+AT_FDCWD = -100
+# Open flags that make an open a write (fcntl.h values, the same on every Linux architecture
+# the sensor supports).
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+class DecodeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Header:
+    ktime_ns: int
+    cgroup_id: int
+    pid: int
+    tid: int
+    uid: int
+    gid: int
+    slot: int | None
+    comm: str
+
+
+@dataclass(frozen=True)
+class ExecEvent:
+    hdr: Header
+    old_tid: int
+    flags: abi.ExecFlags
+    dirfd: int
+    filename: str
+    argv: tuple[str, ...]
+    matched_slot: int | None
+    kind: str = field(default="exec", init=False)
+
+    @property
+    def agent_start(self) -> bool:
+        return bool(self.flags & abi.ExecFlags.AGENT_START)
+
+
+@dataclass(frozen=True)
+class ForkEvent:
+    hdr: Header
+    child_pid: int
+    parent_pid: int
+    kind: str = field(default="fork", init=False)
+
+
+@dataclass(frozen=True)
+class ExitEvent:
+    hdr: Header
+    kind: str = field(default="exit", init=False)
+
+
+@dataclass(frozen=True)
+class OpenEvent:
+    hdr: Header
+    dirfd: int
+    flags: int
+    mode: int
+    syscall: abi.OpenSyscall
+    path: str
+    truncated: bool
+    kind: str = field(default="open", init=False)
+
+    @property
+    def is_write(self) -> bool:
+        return bool(self.flags & WRITE_FLAGS)
+
+
+@dataclass(frozen=True)
+class ConnectEvent:
+    hdr: Header
+    fd: int
+    family: int
+    address: str          # IP text, unix path, "@name" for abstract unix sockets, "" if unknown
+    port: int | None
+    kind: str = field(default="connect", init=False)
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        if self.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        return ipaddress.ip_address(self.address)
+
+
+Event = ExecEvent | ForkEvent | ExitEvent | OpenEvent | ConnectEvent
+
+
+def _text(raw: bytes) -> str:
+    """Kernel strings are bytes; file names need not be UTF-8. surrogateescape keeps every byte
+    (round-trips to os.fsencode) instead of losing or rejecting it."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _header(raw: abi.EventHeader) -> Header:
+    return Header(
+        ktime_ns=raw.ktime_ns, cgroup_id=raw.cgroup_id, pid=raw.pid, tid=raw.tid, uid=raw.uid,
+        gid=raw.gid, slot=None if raw.slot == abi.NO_SLOT else raw.slot, comm=_text(raw.comm),
+    )
+
+
+def _fixed(struct_type, data: bytes):
+    size = ctypes.sizeof(struct_type)
+    if len(data) < size:
+        raise DecodeError(f"{struct_type.__name__}: {len(data)} bytes, need {size}")
+    return struct_type.from_buffer_copy(data[:size])
+
+
+def _decode_exec(data: bytes) -> ExecEvent:
+    raw = _fixed(abi.ExecEvent, data)
+    argv_bytes = bytes(raw.argv)[: raw.argv_len]
+    argv = tuple(a.decode("utf-8", "surrogateescape") for a in argv_bytes.split(b"\0")[: raw.argc])
+    return ExecEvent(
+        hdr=_header(raw.hdr), old_tid=raw.old_tid, flags=abi.ExecFlags(raw.flags), dirfd=raw.dirfd,
+        filename=_text(bytes(raw.filename)[: raw.filename_len]), argv=argv,
+        matched_slot=None if raw.matched_slot == abi.NO_SLOT else raw.matched_slot,
+    )
+
+
+def _decode_fork(data: bytes) -> ForkEvent:
+    raw = _fixed(abi.ForkEvent, data)
+    return ForkEvent(hdr=_header(raw.hdr), child_pid=raw.child_pid, parent_pid=raw.parent_pid)
+
+
+def _decode_exit(data: bytes) -> ExitEvent:
+    return ExitEvent(hdr=_header(_fixed(abi.ExitEvent, data).hdr))
+
+
+_OPEN_FIXED = abi.OpenEvent.path.offset
+
+
+def _decode_open(data: bytes) -> OpenEvent:
+    # Variable length: the kernel sends only the bytes of the path it read.
+    if len(data) < _OPEN_FIXED:
+        raise DecodeError(f"open_event: {len(data)} bytes, need at least {_OPEN_FIXED}")
+    raw = abi.OpenEvent.from_buffer_copy(data[:_OPEN_FIXED].ljust(ctypes.sizeof(abi.OpenEvent), b"\0"))
+    path_bytes = data[_OPEN_FIXED : _OPEN_FIXED + raw.path_len]
+    try:
+        syscall = abi.OpenSyscall(raw.syscall)
+    except ValueError as exc:
+        raise DecodeError(f"open_event: unknown syscall {raw.syscall}") from exc
+    return OpenEvent(
+        hdr=_header(raw.hdr), dirfd=raw.dirfd, flags=raw.flags, mode=raw.mode, syscall=syscall,
+        path=_text(path_bytes), truncated=raw.path_len >= abi.PATH_MAX,
+    )
+
+
+def decode_sockaddr(addr: bytes, addrlen: int) -> tuple[int, str, int | None]:
+    """(family, address text, port) from a raw sockaddr as the caller passed it."""
+    addr = addr[: min(addrlen, len(addr))]
+    if len(addr) < 2:
+        return 0, "", None
+    family = struct.unpack_from("=H", addr)[0]
+    if family == socket.AF_INET and len(addr) >= 8:
+        port = struct.unpack_from("!H", addr, 2)[0]
+        return family, str(ipaddress.IPv4Address(addr[4:8])), port
+    if family == socket.AF_INET6 and len(addr) >= 24:
+        port = struct.unpack_from("!H", addr, 2)[0]
+        return family, str(ipaddress.IPv6Address(addr[8:24])), port
+    if family == socket.AF_UNIX:
+        path = addr[2:]
+        if path[:1] == b"\0":  # abstract namespace: the name is every byte after the NUL
+            return family, "@" + path[1:].decode("utf-8", "surrogateescape"), None
+        return family, _text(path), None
+    return family, "", None
+
+
+def _decode_connect(data: bytes) -> ConnectEvent:
+    raw = _fixed(abi.ConnectEvent, data)
+    family, address, port = decode_sockaddr(bytes(raw.addr), raw.addrlen)
+    return ConnectEvent(hdr=_header(raw.hdr), fd=raw.fd, family=family, address=address, port=port)
+
+
+_DECODERS = {
+    abi.EventType.EXEC: _decode_exec,
+    abi.EventType.FORK: _decode_fork,
+    abi.EventType.EXIT: _decode_exit,
+    abi.EventType.OPEN: _decode_open,
+    abi.EventType.CONNECT: _decode_connect,
+}
+
+
+def decode(data: bytes) -> Event:
+    if len(data) < HEADER_SIZE:
+        raise DecodeError(f"event of {len(data)} bytes is shorter than its header ({HEADER_SIZE})")
+    kind = abi.EventHeader.from_buffer_copy(data[:HEADER_SIZE]).type
+    try:
+        decoder = _DECODERS[abi.EventType(kind)]
+    except ValueError as exc:
+        raise DecodeError(f"unknown event type {kind}") from exc
+    return decoder(data)

@@ -1,0 +1,106 @@
+"""The gRPC API (proto/agent_sensor/v1/sensor.proto), with standard health checking and server
+reflection so generic clients (grpcurl, grpc_cli) can discover and call it.
+
+The default address is a unix socket in a root-only directory: the socket file itself is 0600."""
+
+from __future__ import annotations
+
+import os
+import queue
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .._proto.agent_sensor.v1 import sensor_pb2 as pb
+from .._proto.agent_sensor.v1 import sensor_pb2_grpc as pb_grpc
+from ..pipeline import TrackError
+
+SERVICE = pb.DESCRIPTOR.services_by_name["SensorService"].full_name
+MAX_BACKLOG = 10000
+STREAM_POLL_S = 0.5  # how often a follower notices that its client went away or the server stops
+
+
+class Servicer(pb_grpc.SensorServiceServicer):
+    def __init__(self, daemon):
+        self.daemon = daemon
+
+    def StreamAlerts(self, request, context):
+        kinds = set(request.rule_kinds)
+        known_kinds = set(pb.RuleKind.values()) - {pb.RULE_KIND_UNSPECIFIED}
+        if kinds - known_kinds:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"unknown rule kinds {sorted(kinds - known_kinds)}; known: "
+                          f"{', '.join(pb.RuleKind.Name(k) for k in sorted(known_kinds))}")
+        names = set(request.agents)
+        loaded = {p.name for p in self.daemon.pipeline.profiles}
+        if names - loaded:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"no loaded profile named {', '.join(sorted(names - loaded))} "
+                          f"(loaded: {', '.join(sorted(loaded)) or 'none'})")
+        if request.backlog > MAX_BACKLOG:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"backlog is at most {MAX_BACKLOG}")
+
+        def wants(alert: pb.Alert) -> bool:
+            return (not names or alert.agent.name in names) and (not kinds or alert.rule.kind in kinds)
+
+        sub, recent = self.daemon.bus.subscribe(wants, request.backlog)
+        try:
+            yield from recent
+            while request.follow and context.is_active() and not self.daemon.stopping.is_set():
+                try:
+                    yield sub.queue.get(timeout=STREAM_POLL_S)
+                except queue.Empty:
+                    continue
+        finally:
+            self.daemon.bus.unsubscribe(sub)
+
+    def GetStatus(self, request, context):
+        return self.daemon.status()
+
+    def ListProfiles(self, request, context):
+        return pb.ListProfilesResponse(profiles=self.daemon.profile_summaries())
+
+    def TrackProcess(self, request, context):
+        if request.pid <= 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "pid must be a positive process id")
+        try:
+            agent = self.daemon.pipeline.track(request.pid, request.profile, request.pending_exec)
+        except TrackError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return pb.TrackProcessResponse(instance_id=agent.id)
+
+
+def _prepare_unix_socket(address: str) -> None:
+    path = Path(address.removeprefix("unix://").removeprefix("unix:"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    if path.exists() or path.is_symlink():
+        path.unlink()  # left by a daemon that did not stop cleanly
+
+
+def _restrict_unix_socket(address: str) -> None:
+    os.chmod(address.removeprefix("unix://").removeprefix("unix:"), 0o600)
+
+
+def start_server(daemon, addresses: list[str]) -> grpc.Server:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"))
+    pb_grpc.add_SensorServiceServicer_to_server(Servicer(daemon), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    for address in addresses:
+        if address.startswith("unix:"):
+            _prepare_unix_socket(address)
+        if server.add_insecure_port(address) == 0:
+            raise OSError(f"cannot listen on {address}")
+    server.start()
+    for address in addresses:
+        if address.startswith("unix:"):
+            _restrict_unix_socket(address)
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    return server

@@ -1,0 +1,207 @@
+"""The sensor's data path, one event at a time:
+
+    ring buffer bytes -> decode -> process table -> correlate -> enforce -> alert bus
+
+Also where agents begin: `agent-sensor exec` (TrackProcess), an exact exec path matched by the
+kernel, match selectors checked here at exec, and the rescan of processes already running."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+import psutil
+
+from . import enforce
+from .alerts import AlertBus, build_alert, complete_action, log_line
+from .correlate import Target, decide
+from .decode import ConnectEvent, DecodeError, Event, ExecEvent, ExitEvent, ForkEvent, OpenEvent, decode
+from .processes import AgentInstance, ProcessTable, cgroup_path, start_ticks, user_name
+from .profiles import Profile, ProcessFacts, find_profile
+from . import abi
+
+log = logging.getLogger("agent-sensor")
+
+
+class TrackError(ValueError):
+    pass
+
+
+def kernel_exec_paths(profile: Profile) -> list[str]:
+    """Exact executable paths the kernel can match at exec: only for profiles whose every
+    selector is a literal exe path (cmdline, user and cgroup need user space)."""
+    m = profile.match
+    if m.is_empty or m.cmdline or m.user or m.cgroup or not all(g.is_literal for g in m.exe):
+        return []
+    return [g.text for g in m.exe if len(g.text.encode()) < abi.EXEC_KEY_LEN]
+
+
+@dataclass
+class Counters:
+    events: int = 0
+    decode_errors: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(self, profiles: list[Profile], sensor_bpf, bus: AlertBus):
+        self.profiles = profiles
+        self.slots = {p.name: i for i, p in enumerate(profiles)}
+        self.bpf = sensor_bpf
+        self.bus = bus
+        self.table = ProcessTable()
+        self.instances: dict[int, AgentInstance] = {}  # root pid -> the agent run it started
+        self.counters = Counters()
+        self.lock = threading.RLock()  # the event loop and gRPC threads share the table
+        self._matching = any(not p.match.is_empty for p in profiles)
+
+    # -- start-up --------------------------------------------------------------------------
+    def install_exec_matches(self) -> dict[str, int]:
+        paths = {path: self.slots[p.name] for p in self.profiles for path in kernel_exec_paths(p)}
+        self.bpf.set_exec_matches(paths)
+        return paths
+
+    def rescan(self) -> list[AgentInstance]:
+        """Track agents that were running before the daemon started, with their children."""
+        found = []
+        own = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+        for proc in psutil.process_iter(["pid", "exe", "cmdline", "uids"]):
+            pid = proc.info["pid"]
+            if pid in own or not self._matching:
+                continue
+            facts = ProcessFacts(
+                exe_paths=tuple(x for x in (proc.info["exe"],) if x),
+                cmdline=" ".join(proc.info["cmdline"] or ()),
+                uid=proc.info["uids"].real if proc.info["uids"] else -1,
+                username=user_name(proc.info["uids"].real) if proc.info["uids"] else None,
+                cgroup=cgroup_path(pid))
+            profile = find_profile(self.profiles, facts)
+            if profile is None or self._agent_of(pid) is not None:
+                continue
+            found.append(self._start_agent(pid, profile, how="rescan"))
+        return found
+
+    # -- agents ----------------------------------------------------------------------------
+    def track(self, pid: int, profile_name: str, pending_exec: bool) -> AgentInstance:
+        with self.lock:
+            if profile_name not in self.slots:
+                raise TrackError(f"no profile named {profile_name!r} (loaded: {', '.join(self.slots) or 'none'})")
+            if not psutil.pid_exists(pid):
+                raise TrackError(f"no process {pid}")
+            if pid in self.bpf.tracked():
+                raise TrackError(f"process {pid} is already tracked")
+            profile = self.profiles[self.slots[profile_name]]
+            return self._start_agent(pid, profile, how="exec" if pending_exec else "track",
+                                     flags=abi.TrackedFlags.PENDING_EXEC if pending_exec else 0)
+
+    def _start_agent(self, pid: int, profile: Profile, how: str, flags: int = 0,
+                     in_kernel: bool = False) -> AgentInstance:
+        agent = AgentInstance(profile=profile, slot=self.slots[profile.name], root_pid=pid,
+                              start_ticks=start_ticks(pid), how=how)
+        self.instances[pid] = agent
+        if not in_kernel:
+            self.bpf.track(pid, agent.slot, pid, flags)
+        self.table.attach(pid, agent)
+        # Children that existed before tracking began do not inherit it: add them now. Later
+        # forks inherit in the kernel.
+        if how in ("rescan", "match", "track"):
+            try:
+                for child in psutil.Process(pid).children(recursive=True):
+                    self.bpf.track(child.pid, agent.slot, pid, flags)
+                    self.table.attach(child.pid, agent)
+            except psutil.NoSuchProcess:
+                pass
+        log.info("tracking %s (pid %d) as agent %s [%s]", self.table.lookup(pid).exe or "?", pid,
+                 profile.name, how)
+        return agent
+
+    def _agent_of(self, pid: int) -> AgentInstance | None:
+        info = self.table.get(pid)
+        return info.agent if info else None
+
+    def _agent_for_event(self, event: Event) -> AgentInstance | None:
+        """The agent run an event of a tracked process belongs to."""
+        agent = self._agent_of(event.hdr.pid)
+        if agent is not None:
+            return agent
+        entry = self.bpf.tracked().get(event.hdr.pid)
+        if entry is None or event.hdr.slot is None or event.hdr.slot >= len(self.profiles):
+            return None
+        agent = self.instances.get(entry.root_pid)
+        if agent is None:
+            agent = AgentInstance(profile=self.profiles[event.hdr.slot], slot=event.hdr.slot,
+                                  root_pid=entry.root_pid, start_ticks=start_ticks(entry.root_pid), how="kernel")
+            self.instances[entry.root_pid] = agent
+        self.table.attach(event.hdr.pid, agent)
+        return agent
+
+    # -- events ----------------------------------------------------------------------------
+    def handle(self, data: bytes) -> None:
+        with self.lock:
+            self.counters.events += 1
+            try:
+                event = decode(data)
+            except DecodeError as exc:
+                self.counters.decode_errors += 1
+                log.warning("dropped an undecodable event: %s", exc)
+                return
+            self.counters.by_type[event.kind] = self.counters.by_type.get(event.kind, 0) + 1
+            if isinstance(event, ExecEvent):
+                self._on_exec(event)
+            elif isinstance(event, ForkEvent):
+                self.table.on_fork(event)
+            elif isinstance(event, ExitEvent):
+                self._on_exit(event)
+            elif isinstance(event, (OpenEvent, ConnectEvent)):
+                self._judge(event)
+
+    def _on_exec(self, event: ExecEvent) -> None:
+        pid = event.hdr.pid
+        if event.hdr.slot is None:
+            if not self._matching:
+                return
+            profile = find_profile(self.profiles, self.table.facts(event))
+            if profile is not None:
+                self.table.on_exec(event)
+                self._start_agent(pid, profile, how="match")
+            return
+        if event.flags & abi.ExecFlags.KERNEL_MATCHED and pid not in self.instances:
+            self._start_agent(pid, self.profiles[event.hdr.slot], how="kernel-match", in_kernel=True)
+        self.table.on_exec(event)
+        self._judge(event)
+
+    def _on_exit(self, event: ExitEvent) -> None:
+        info = self.table.on_exit(event.hdr.pid)
+        agent = info.agent if info else None
+        if agent is not None and not self.table.agent_processes(agent):
+            self.instances.pop(agent.root_pid, None)
+            log.info("agent %s ended", agent.id)
+
+    def _judge(self, event: Event) -> None:
+        agent = self._agent_for_event(event)
+        if agent is None:
+            return
+        target = self._target(event)
+        verdict = decide(event, agent.profile, target)
+        if verdict is None:
+            return
+        process = self.table.lookup(event.hdr.pid)
+        alert = build_alert(self.bus.next_id(), verdict, event, target, agent, process,
+                            self.table.ancestry(event.hdr.pid))
+        if verdict.action == "kill":
+            ticks = {p.pid: p.start_ticks for p in self.table.agent_processes(agent)}
+            result = enforce.kill_tree(self.bpf, agent.root_pid, ticks)
+            complete_action(alert, result.complete, result.describe(), result.signalled)
+        else:
+            complete_action(alert, True, "alert only")
+        self.bus.publish(alert)
+        log.warning("%s", log_line(alert))
+
+    def _target(self, event: Event) -> Target | None:
+        if isinstance(event, OpenEvent) and event.path:
+            return self.table.resolve(event.hdr.pid, event.path, event.dirfd)
+        if isinstance(event, ExecEvent) and event.filename:
+            return self.table.resolve(event.hdr.pid, event.filename, event.dirfd)
+        return None

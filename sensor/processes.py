@@ -1,0 +1,238 @@
+"""The process table: what the sensor knows about each agent process, from events first and from
+/proc (psutil) to fill gaps. All the I/O the correlator must not do happens here: resolving
+relative paths against a process's cwd or dirfd, symlinks, and the facts profiles match on."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import psutil
+
+from .correlate import Target
+from .decode import AT_FDCWD, ExecEvent, ForkEvent
+from .profiles import Profile, ProcessFacts
+
+EXITED_KEPT = 4096  # exited processes remembered for the ancestry of later alerts
+
+
+@dataclass
+class AgentInstance:
+    """One running agent: a profile applied to a process tree rooted at root_pid."""
+    profile: Profile
+    slot: int
+    root_pid: int
+    start_ticks: int | None
+    how: str  # "exec" (agent-sensor exec), "kernel-match", "match", "rescan"
+
+    @property
+    def id(self) -> str:
+        return f"{self.profile.name}/{self.root_pid}.{self.start_ticks or 0}"
+
+
+@dataclass
+class ProcessInfo:
+    pid: int
+    ppid: int | None
+    exe: str
+    cmdline: tuple[str, ...]
+    uid: int | None
+    start_ticks: int | None     # /proc/<pid>/stat starttime: tells a process from a reused pid
+    cwd: str | None = None      # last cwd seen, for relative paths of a process already gone
+    agent: AgentInstance | None = None
+    exited: bool = False
+    children: set[int] = field(default_factory=set)
+
+    @property
+    def user(self) -> str | None:
+        return user_name(self.uid)
+
+
+def user_name(uid: int | None) -> str | None:
+    if uid is None:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def start_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # comm (field 2) may contain spaces and parentheses: split after its closing one.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return int(fields[19])  # field 22 overall
+
+
+def _readlink(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def cgroup_path(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].strip()
+    except OSError:
+        pass
+    return None
+
+
+class ProcessTable:
+    def __init__(self) -> None:
+        self._live: dict[int, ProcessInfo] = {}
+        self._exited: OrderedDict[int, ProcessInfo] = OrderedDict()
+
+    # -- lookups ---------------------------------------------------------------------------
+    def get(self, pid: int) -> ProcessInfo | None:
+        return self._live.get(pid) or self._exited.get(pid)
+
+    def lookup(self, pid: int) -> ProcessInfo:
+        """The entry for pid, built from /proc if the sensor has not seen the process yet."""
+        info = self.get(pid)
+        if info is None:
+            info = self._from_proc(pid)
+            self._live[pid] = info
+        return info
+
+    def agent_processes(self, agent: AgentInstance) -> list[ProcessInfo]:
+        return [p for p in self._live.values() if p.agent is agent]
+
+    def agents(self) -> list[AgentInstance]:
+        seen: dict[int, AgentInstance] = {}
+        for p in self._live.values():
+            if p.agent is not None:
+                seen.setdefault(id(p.agent), p.agent)
+        return list(seen.values())
+
+    def ancestry(self, pid: int, limit: int = 16) -> list[ProcessInfo]:
+        """Parent first, up to init or limit entries."""
+        chain: list[ProcessInfo] = []
+        info = self.get(pid)
+        while info is not None and info.ppid and len(chain) < limit:
+            # Ancestors outside the agent get no exit events, so they are read fresh, not cached.
+            parent = self.get(info.ppid) or self._from_proc(info.ppid)
+            if parent.exited and parent.pid not in self._exited:
+                break
+            chain.append(parent)
+            info = parent
+        return chain
+
+    # -- events ----------------------------------------------------------------------------
+    def on_fork(self, event: ForkEvent) -> ProcessInfo:
+        parent = self.lookup(event.parent_pid)
+        child = ProcessInfo(pid=event.child_pid, ppid=parent.pid, exe=parent.exe, cmdline=parent.cmdline,
+                            uid=event.hdr.uid, start_ticks=start_ticks(event.child_pid),
+                            cwd=_readlink(f"/proc/{event.child_pid}/cwd") or parent.cwd, agent=parent.agent)
+        parent.children.add(child.pid)
+        self._live[child.pid] = child
+        return child
+
+    def on_exec(self, event: ExecEvent) -> ProcessInfo:
+        info = self.lookup(event.hdr.pid)
+        program = self.resolve(event.hdr.pid, event.filename, event.dirfd).canonical if event.filename else ""
+        info.exe = program or _readlink(f"/proc/{info.pid}/exe") or info.exe
+        info.cmdline = event.argv or info.cmdline
+        info.uid = event.hdr.uid
+        return info
+
+    def on_exit(self, pid: int) -> ProcessInfo | None:
+        info = self._live.pop(pid, None)
+        if info is None:
+            return None
+        info.exited = True
+        self._exited[pid] = info
+        while len(self._exited) > EXITED_KEPT:
+            self._exited.popitem(last=False)
+        return info
+
+    def attach(self, pid: int, agent: AgentInstance) -> ProcessInfo:
+        info = self.lookup(pid)
+        info.agent = agent
+        return info
+
+    def forget_agent(self, agent: AgentInstance) -> None:
+        for p in list(self._live.values()):
+            if p.agent is agent:
+                p.agent = None
+
+    # -- enrichment ------------------------------------------------------------------------
+    def resolve(self, pid: int, path: str, dirfd: int = AT_FDCWD) -> Target:
+        """Absolute and canonical spellings of a path as process pid named it."""
+        resolved = True
+        if not path.startswith("/"):
+            base = _readlink(f"/proc/{pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{pid}/fd/{dirfd}")
+            info = self.get(pid)
+            if base is not None and dirfd == AT_FDCWD and info is not None:
+                info.cwd = base
+            if base is None and dirfd == AT_FDCWD and info is not None and info.cwd:
+                base = info.cwd  # the process is gone: its last known cwd is the best guess
+            if base is None:
+                return Target(path, path, resolved=False)
+            path = os.path.join(base, path)
+        literal = os.path.normpath(path)
+        if literal.startswith("//"):
+            literal = "/" + literal.lstrip("/")
+        return Target(literal, os.path.realpath(_proc_self_as(pid, literal)), resolved)
+
+    def facts(self, event: ExecEvent) -> ProcessFacts:
+        """What profiles' match selectors see for a process that just called exec."""
+        pid = event.hdr.pid
+        spellings = []
+        if event.filename:
+            spellings.extend(self.resolve(pid, event.filename, event.dirfd).spellings)
+        exe = _readlink(f"/proc/{pid}/exe")
+        if exe and exe not in spellings:
+            spellings.append(exe)
+        argv = event.argv
+        if event.flags & event.flags.ARGV_TRUNCATED or not argv:
+            argv = tuple(_proc_cmdline(pid)) or argv
+        return ProcessFacts(exe_paths=tuple(spellings), cmdline=" ".join(argv), uid=event.hdr.uid,
+                            username=user_name(event.hdr.uid), cgroup=cgroup_path(pid))
+
+    def _from_proc(self, pid: int) -> ProcessInfo:
+        try:
+            p = psutil.Process(pid)
+            with p.oneshot():
+                ppid, uid = p.ppid(), p.uids().real
+                cmdline = tuple(p.cmdline())
+                exe = _safe(p.exe) or ""
+                cwd = _safe(p.cwd)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return ProcessInfo(pid=pid, ppid=None, exe="", cmdline=(), uid=None, start_ticks=None, exited=True)
+        return ProcessInfo(pid=pid, ppid=ppid, exe=exe, cmdline=cmdline, uid=uid,
+                           start_ticks=start_ticks(pid), cwd=cwd)
+
+
+def _safe(getter):
+    try:
+        return getter()
+    except (psutil.Error, OSError):
+        return None
+
+
+def _proc_cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    return [a.decode("utf-8", "surrogateescape") for a in raw.rstrip(b"\0").split(b"\0") if raw]
+
+
+def _proc_self_as(pid: int, path: str) -> str:
+    """/proc/self means the *agent*, not the sensor resolving the path."""
+    for prefix in ("/proc/self", "/proc/thread-self"):
+        if path == prefix or path.startswith(prefix + "/"):
+            return f"/proc/{pid}" + path[len(prefix):]
+    return path

@@ -1,0 +1,25 @@
+"""Agent profiles: per-agent allow-lists of files, secrets, network destinations and programs.
+
+See docs/profile-reference.md for the YAML format.
+"""
+
+from .globs import PathGlob, TextGlob
+from .loader import default_homes, load_profile_file, load_profiles
+from .match import ProcessFacts, find_profile, profile_matches
+from .schema import Destination, MatchSelectors, Problem, Profile, ProfileError
+
+__all__ = [
+    "Profile",
+    "MatchSelectors",
+    "PathGlob",
+    "TextGlob",
+    "Destination",
+    "Problem",
+    "ProfileError",
+    "ProcessFacts",
+    "load_profile_file",
+    "load_profiles",
+    "profile_matches",
+    "find_profile",
+    "default_homes",
+]

@@ -1,0 +1,59 @@
+"""Markers and the SENSOR_REQUIRE_BPF rule.
+
+Tests that need root and BPF carry `@pytest.mark.bpf` (or live under tests/kernel or tests/e2e,
+which are marked automatically). When they cannot run they skip, unless SENSOR_REQUIRE_BPF=1
+(set by .ci/run): then the skip becomes a failure, so CI cannot pass without having run them.
+A test of a kernel feature this machine lacks calls `skip_missing_feature("BPF-LSM")` instead:
+that skip names the feature and is allowed even under SENSOR_REQUIRE_BPF."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REQUIRE_BPF = os.environ.get("SENSOR_REQUIRE_BPF") == "1"
+FEATURE_SKIP_PREFIX = "kernel lacks feature: "
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def skip_missing_feature(feature: str, detail: str = "") -> None:
+    pytest.skip(f"{FEATURE_SKIP_PREFIX}{feature}" + (f" ({detail})" if detail else ""))
+
+
+def bpf_unavailable_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "bcc (python3-bpfcc) is not importable"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "kernel" in parts or "e2e" in parts:
+            item.add_marker(pytest.mark.bpf)
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("bpf"):
+        reason = bpf_unavailable_reason()
+        if reason:
+            pytest.skip(f"BPF test: {reason}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not (REQUIRE_BPF and report.skipped and item.get_closest_marker("bpf")):
+        return
+    reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if FEATURE_SKIP_PREFIX in reason:
+        return
+    report.outcome = "failed"
+    report.longrepr = f"SENSOR_REQUIRE_BPF=1 but this BPF test was skipped: {reason}"

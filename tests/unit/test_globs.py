@@ -1,0 +1,157 @@
+"""Glob semantics: path globs (segment-aware, ~ expansion) and text globs."""
+
+import pytest
+
+from sensor.profiles import PathGlob, TextGlob
+from sensor.profiles.globs import GlobError
+
+
+def path(text, homes=()):
+    return PathGlob.parse(text, 1, homes)
+
+
+@pytest.mark.parametrize(
+    "pattern, subject, expected",
+    [
+        # `**` crosses separators; a trailing `/**` also covers the directory itself.
+        ("/srv/crm/**", "/srv/crm/a", True),
+        ("/srv/crm/**", "/srv/crm/a/b/c", True),
+        ("/srv/crm/**", "/srv/crm", True),
+        ("/srv/crm/**", "/srv/crm/", True),
+        ("/srv/crm/**", "/srv/crmx", False),
+        ("/srv/crm/**", "/srv/crmx/a", False),
+        ("/srv/crm/**", "/srv", False),
+        ("/**", "/anything/at/all", True),
+        # `**` in the middle: zero or more whole directories.
+        ("/a/**/b", "/a/b", True),
+        ("/a/**/b", "/a/x/b", True),
+        ("/a/**/b", "/a/x/y/b", True),
+        ("/a/**/b", "/a/xb", False),
+        ("/a/**.py", "/a/x/y.py", True),
+        # `*` stays inside one segment.
+        ("/tmp/*", "/tmp/x", True),
+        ("/tmp/*", "/tmp/x/y", False),
+        ("/tmp/*", "/tmp/", True),
+        ("/usr/bin/python3*", "/usr/bin/python3", True),
+        ("/usr/bin/python3*", "/usr/bin/python3.11", True),
+        ("/usr/bin/python3*", "/usr/bin/python3/x", False),
+        ("/a/*/c", "/a/b/c", True),
+        ("/a/*/c", "/a/b/b/c", False),
+        # `?` is one non-separator character.
+        ("/dev/tty?", "/dev/tty1", True),
+        ("/dev/tty?", "/dev/tty12", False),
+        ("/a?b", "/a/b", False),
+        # Classes, ranges, negation; never a separator.
+        ("/dev/sd[ab]", "/dev/sda", True),
+        ("/dev/sd[ab]", "/dev/sdc", False),
+        ("/dev/sd[a-c]1", "/dev/sdc1", True),
+        ("/dev/sd[a-c]1", "/dev/sdd1", False),
+        ("/x[!a]", "/xb", True),
+        ("/x[!a]", "/xa", False),
+        ("/x[!a]", "/x/", False),
+        ("/x[]]", "/x]", True),
+        ("/x[!]]", "/x]", False),
+        ("/x[.-0]", "/x/", False),
+        ("/x[*]", "/x*", True),
+        ("/x[*]", "/xy", False),
+        # Regex metacharacters are literal.
+        ("/a.b", "/axb", False),
+        ("/a+b(c)", "/a+b(c)", True),
+        ("/a^$|\\b", "/a^$|\\b", True),
+        # Anchored on both ends.
+        ("/etc/shadow", "/etc/shadow", True),
+        ("/etc/shadow", "/etc/shadow-", False),
+        ("/etc/shadow", "/x/etc/shadow", False),
+        # File names may contain newlines.
+        ("/tmp/*", "/tmp/a\nb", True),
+    ],
+)
+def test_path_glob_semantics(pattern, subject, expected):
+    assert path(pattern).matches(subject) is expected
+
+
+def test_tilde_expands_to_every_home():
+    glob = path("~/.aws/**", homes=["/root", "/home/alice", "/home/bob/"])
+    assert glob.text == "~/.aws/**"
+    assert glob.expanded == ("/root/.aws/**", "/home/alice/.aws/**", "/home/bob/.aws/**")
+    assert glob.matches("/root/.aws/credentials")
+    assert glob.matches("/home/alice/.aws/config")
+    assert glob.matches("/home/bob/.aws")
+    assert not glob.matches("/home/carol/.aws/credentials")
+    assert not glob.matches("/home/alice/.awsx")
+    assert not glob.is_literal
+
+
+def test_bare_tilde_is_each_home_itself():
+    glob = path("~", homes=["/root", "/home/alice"])
+    assert glob.matches("/home/alice")
+    assert not glob.matches("/home/alice/x")
+
+
+def test_tilde_home_is_literal_not_a_pattern():
+    # A home directory is a path, not a glob: its characters must not act as wildcards.
+    glob = path("~/x", homes=["/home/a.b*"])
+    assert glob.matches("/home/a.b*/x")
+    assert not glob.matches("/home/aXbY/x")
+
+
+def test_tilde_needs_homes():
+    with pytest.raises(GlobError, match="home"):
+        path("~/.ssh/**", homes=[])
+
+
+@pytest.mark.parametrize(
+    "pattern, message",
+    [
+        ("", "empty"),
+        ("etc/passwd", "absolute"),
+        ("*.key", "absolute"),
+        ("~alice/.ssh", "absolute"),
+        ("/srv/[crm", "unclosed '\\['"),
+        ("/x[!", "unclosed"),
+        ("/x[]", "unclosed"),
+        ("/x\0y", "NUL"),
+        ("/x[z-a]", "bad range"),
+    ],
+)
+def test_bad_path_globs(pattern, message):
+    with pytest.raises(GlobError, match=message):
+        path(pattern, homes=["/root"])
+
+
+def test_is_literal():
+    assert path("/etc/shadow").is_literal
+    assert path("/a]b").is_literal
+    assert not path("/etc/*").is_literal
+    assert not path("/etc/sh?dow").is_literal
+    assert not path("/dev/sd[ab]").is_literal
+    assert not path("~/x", homes=["/root"]).is_literal
+
+
+def test_glob_keeps_text_and_line():
+    glob = PathGlob.parse("/srv/**", 42)
+    assert (glob.text, glob.line) == ("/srv/**", 42)
+    assert PathGlob.parse("/srv/**", 1) == PathGlob.parse("/srv/**", 1)
+
+
+@pytest.mark.parametrize(
+    "pattern, subject, expected",
+    [
+        ("*crm_agent.py*", "/usr/bin/python3 /opt/crm/crm_agent.py --live", True),
+        ("*crm_agent.py*", "python3 crm_agent.py", True),
+        ("*crm_agent.py*", "python3 crm_agent_py", False),
+        ("python3 -m ?oding_agent", "python3 -m coding_agent", True),
+        ("python3 -m ?oding_agent", "python3 -m /oding_agent", True),
+        ("*--mode=[ab]", "agent --mode=a", True),
+        ("*--mode=[!ab]", "agent --mode=a", False),
+        ("exact", "exact ", False),
+    ],
+)
+def test_text_glob_semantics(pattern, subject, expected):
+    assert TextGlob.parse(pattern).matches(subject) is expected
+
+
+@pytest.mark.parametrize("pattern", ["", "[abc", "a\0b"])
+def test_bad_text_globs(pattern):
+    with pytest.raises(GlobError):
+        TextGlob.parse(pattern)
