@@ -8,6 +8,7 @@ reused between reading the map and signalling is never hit."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from .processes import start_ticks
 
+log = logging.getLogger("agent-sensor")
 KILL_ROUNDS = 50       # repeat while members remain: children forked during the kill
 ROUND_PAUSE_S = 0.005
 
@@ -30,7 +32,9 @@ class KillResult:
         return not self.survivors
 
     def describe(self) -> str:
-        pids = ", ".join(map(str, self.signalled)) or "none"
+        pids = ", ".join(map(str, self.signalled))
+        if not self.signalled and self.complete:
+            return "no process of the agent was left to kill"
         if self.complete:
             return f"killed {len(self.signalled)} process(es): {pids}"
         return f"signalled {pids}; still alive after {self.rounds} rounds: {', '.join(map(str, self.survivors))}"
@@ -51,8 +55,11 @@ def _signal_member(sensor_bpf, pid: int, root_pid: int, expected_ticks: int | No
         # With the pidfd held, the pid cannot be reused: check that it still names a member.
         entry = sensor_bpf.tracked().get(pid)
         if entry is None or entry.root_pid != root_pid:
+            log.debug("kill: %d left the agent before the signal", pid)
             return False
-        if expected_ticks is not None and start_ticks(pid) not in (expected_ticks, None):
+        ticks = start_ticks(pid)
+        if expected_ticks is not None and ticks not in (expected_ticks, None):
+            log.debug("kill: %d is a new process (start %s, expected %s)", pid, ticks, expected_ticks)
             return False
         signal.pidfd_send_signal(fd, signal.SIGKILL)
         return True

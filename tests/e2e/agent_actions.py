@@ -1,0 +1,79 @@
+"""A stand-in AI agent for the end-to-end tests, run by /usr/bin/python3 under the sensor.
+
+    agent_actions.py WORKSPACE ALLOWED_PORT ACTION [ACTION...]
+
+Each ACTION is done in order; then the agent prints "done" and sleeps, so a test can tell
+"killed" from "finished". Actions:
+  allowed          read a workspace file, write under out/, connect to the allowed port, exec true
+  secret           read /etc/shadow by its absolute path
+  write-outside    open WORKSPACE/forbidden.txt for writing (outside files.write)
+  connect-denied   connect to 127.0.0.1 on a port the profile does not allow
+  exec-denied      run /usr/bin/sleep (not in the profile's exec list)
+  fork-secret      fork a child that reads /etc/shadow; print "child PID"; wait for it
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+
+def allowed(workspace: str, port: int) -> None:
+    with open(os.path.join(workspace, "data.txt")) as f:
+        f.read()
+    os.makedirs(os.path.join(workspace, "out"), exist_ok=True)
+    with open(os.path.join(workspace, "out", "result.txt"), "w") as f:
+        f.write("ok\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+    subprocess.run(["/usr/bin/true"], check=True)
+
+
+def secret() -> None:
+    with open("/etc/shadow") as f:
+        f.read(1)
+
+
+def connect_denied(denied_port: int) -> None:
+    try:
+        socket.create_connection(("127.0.0.1", denied_port), timeout=2).close()
+    except OSError:
+        pass
+
+
+def fork_secret() -> None:
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.2)  # let the parent report the child's pid first
+        secret()
+        time.sleep(30)
+        os._exit(0)
+    print(f"child {pid}", flush=True)
+    os.waitpid(pid, 0)
+
+
+def main() -> None:
+    workspace, port = sys.argv[1], int(sys.argv[2])
+    for action in sys.argv[3:]:
+        if action == "allowed":
+            allowed(workspace, port)
+        elif action == "secret":
+            secret()
+        elif action == "write-outside":
+            open(os.path.join(workspace, "forbidden.txt"), "w").close()
+        elif action == "connect-denied":
+            connect_denied(port + 1)
+        elif action == "exec-denied":
+            subprocess.run(["/usr/bin/sleep", "30"], stdout=subprocess.DEVNULL)
+        elif action == "fork-secret":
+            fork_secret()
+        else:
+            sys.exit(f"unknown action {action}")
+        print(f"did {action}", flush=True)
+    print("done", flush=True)
+    time.sleep(3)
+
+
+if __name__ == "__main__":
+    main()

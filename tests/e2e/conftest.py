@@ -1,0 +1,141 @@
+"""A real daemon (`agent-sensor run` as a subprocess, real BPF) and tracked test agents.
+
+Waits are bounded by deadlines, never asserted as timings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+
+CLI = str(Path(sys.executable).with_name("agent-sensor"))
+SYSTEM_PYTHON = "/usr/bin/python3"
+HERE = Path(__file__).resolve().parent
+READY_DEADLINE_S = 60
+ALERT_DEADLINE_S = 10
+
+
+def profile_yaml(name: str, workspace: Path, port: int, on_violation: str, match: str = "") -> str:
+    return f"""\
+name: {name}
+{match}
+files:
+  read: ["/usr/**", "/etc/**", "/proc/**", "/dev/null", "/dev/urandom", "{workspace}/**"]
+  write: ["{workspace}/out/**", "/dev/null"]
+secrets: ["~/.aws/**", "~/.ssh/**", "/etc/shadow"]
+network:
+  connect: ["127.0.0.1:{port}", "[::1]:{port}"]
+exec: ["/usr/bin/python3*", "/usr/bin/true"]
+on_violation: {on_violation}
+"""
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen
+    server: str
+    log: Path
+    workspace: Path
+    port: int
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run a client command against this daemon (--server goes right after the command name,
+        before any `--`)."""
+        words = 2 if args[0] == "profiles" else 1
+        argv = [CLI, *args[:words], "--server", self.server, *args[words:]]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=check)
+
+    def alerts(self) -> list[dict]:
+        out = self.cli("alerts", "--json", "--backlog", "10000").stdout
+        return [orjson.loads(line) for line in out.splitlines() if line.strip()]
+
+    def alerts_for(self, root_pid: int, expect: int = 1) -> list[dict]:
+        """Alerts of one agent run, once at least `expect` arrived (or the deadline passed)."""
+        deadline = time.monotonic() + ALERT_DEADLINE_S
+        while True:
+            found = [a for a in self.alerts() if a["agent"]["root_pid"] == root_pid]
+            if len(found) >= expect or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
+    def run_agent(self, profile: str, *actions: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        """`agent-sensor exec --profile P -- python3 agent_actions.py ...`; the returned pid is the
+        agent's (exec replaces the CLI process)."""
+        proc = subprocess.Popen(
+            [CLI, "exec", "--server", self.server, "--profile", profile, "--",
+             SYSTEM_PYTHON, str(self.workspace / "agent_actions.py"), str(self.workspace), str(self.port), *actions],
+            cwd=self.workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = proc.communicate(timeout=timeout)
+        result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        result.pid = proc.pid
+        return result
+
+
+def wait_ready(server: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + READY_DEADLINE_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"daemon exited with {proc.returncode}:\n{log.read_text()}")
+        r = subprocess.run([CLI, "status", "--json", "--server", server], capture_output=True)
+        if r.returncode == 0:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"daemon not ready after {READY_DEADLINE_S}s:\n{log.read_text()}")
+
+
+def start_daemon(tmp: Path, profiles_dir: Path) -> tuple[subprocess.Popen, str, Path]:
+    server = f"unix://{tmp}/run/sensor.sock"
+    log = tmp / "daemon.log"
+    proc = subprocess.Popen([CLI, "run", "-v", "--profiles", str(profiles_dir), "--listen", server],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    wait_ready(server, proc, log)
+    return proc, server, log
+
+
+def stop_daemon(proc: subprocess.Popen, log: Path) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"daemon did not stop on SIGTERM:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def listener():
+    """The 'allowed API' the agents may connect to: a loopback TCP listener."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield sock
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, listener):
+    tmp = tmp_path_factory.mktemp("e2e")
+    workspace = tmp / "workspace"
+    workspace.mkdir()
+    (workspace / "data.txt").write_text("customer table\n")
+    shutil.copy(HERE / "agent_actions.py", workspace / "agent_actions.py")
+    port = listener.getsockname()[1]
+    profiles = tmp / "profiles"
+    profiles.mkdir()
+    (profiles / "kill.yaml").write_text(profile_yaml("e2e-kill", workspace, port, "kill"))
+    (profiles / "alert.yaml").write_text(profile_yaml("e2e-alert", workspace, port, "alert"))
+    (profiles / "match.yaml").write_text(profile_yaml(
+        "e2e-match", workspace, port, "alert",
+        match='match:\n  exe: ["/usr/bin/python3*"]\n  cmdline: ["*match_agent.py*"]'))
+    proc, server, log = start_daemon(tmp, profiles)
+    yield Daemon(proc, server, log, workspace, port)
+    code = stop_daemon(proc, log)
+    assert code == 0, log.read_text()
