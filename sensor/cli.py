@@ -144,7 +144,8 @@ def status(server, as_json) -> None:
     click.echo(f"tracked processes: {len(st.tracked)}")
     for t in st.tracked:
         click.echo(f"  {t.pid:>7} {t.agent:24} {t.exe}")
-    click.echo(f"events processed: {st.events_processed}  decode errors: {st.decode_errors}  alerts: {st.alerts}")
+    click.echo(f"events processed: {st.events_processed}  decode errors: {st.decode_errors}  "
+               f"handler errors: {st.handler_errors}  alerts: {st.alerts}")
     click.echo("kernel events: " + "  ".join(f"{k}={v}" for k, v in sorted(st.events.items())))
     click.echo("ring-buffer drops: " + "  ".join(f"{k}={v}" for k, v in sorted(st.ring_buffer_drops.items())))
 

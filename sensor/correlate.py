@@ -93,6 +93,9 @@ def _decide_open(event: OpenEvent, profile: Profile, target: Target | None) -> V
 def _decide_connect(event: ConnectEvent, profile: Profile) -> Verdict | None:
     if event.family in (socket.AF_INET, socket.AF_INET6):
         ip = event.ip
+        if ip is None:
+            return _verdict(profile, RuleKind.NETWORK_CONNECT, "network.connect", "",
+                            "connect with a malformed address (too short for its family)", "")
         if profile.allowed_destination_inet(ip, event.port) is not None:
             return None
         shown = f"[{ip}]:{event.port}" if ip.version == 6 else f"{ip}:{event.port}"

@@ -131,4 +131,5 @@ class Daemon:
                               for c in self.capabilities],
                 profiles=self.profile_summaries(), tracked=tracked, events=emitted, ring_buffer_drops=dropped,
                 events_processed=self.pipeline.counters.events, decode_errors=self.pipeline.counters.decode_errors,
+                handler_errors=self.pipeline.counters.handler_errors,
                 alerts=self.bus.published, listen=self.listen)

@@ -91,7 +91,9 @@ class ConnectEvent:
 
     @property
     def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-        if self.family not in (socket.AF_INET, socket.AF_INET6):
+        """None for other families, and for an inet sockaddr too short to hold an address (the
+        kernel rejects that connect, but the attempt was traced at syscall entry)."""
+        if self.family not in (socket.AF_INET, socket.AF_INET6) or not self.address:
             return None
         return ipaddress.ip_address(self.address)
 
@@ -119,13 +121,19 @@ def _fixed(struct_type, data: bytes):
     return struct_type.from_buffer_copy(data[:size])
 
 
+def _field_bytes(data: bytes, field, length: int) -> bytes:
+    """A char array field's raw bytes, sliced from the event itself: ctypes would cut the value
+    at the first NUL, and argv is a run of NUL-separated strings."""
+    return data[field.offset : field.offset + min(length, field.size)]
+
+
 def _decode_exec(data: bytes) -> ExecEvent:
     raw = _fixed(abi.ExecEvent, data)
-    argv_bytes = bytes(raw.argv)[: raw.argv_len]
+    argv_bytes = _field_bytes(data, abi.ExecEvent.argv, raw.argv_len)
     argv = tuple(a.decode("utf-8", "surrogateescape") for a in argv_bytes.split(b"\0")[: raw.argc])
     return ExecEvent(
         hdr=_header(raw.hdr), old_tid=raw.old_tid, flags=abi.ExecFlags(raw.flags), dirfd=raw.dirfd,
-        filename=_text(bytes(raw.filename)[: raw.filename_len]), argv=argv,
+        filename=_text(_field_bytes(data, abi.ExecEvent.filename, raw.filename_len)), argv=argv,
         matched_slot=None if raw.matched_slot == abi.NO_SLOT else raw.matched_slot,
     )
 

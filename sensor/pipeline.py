@@ -42,6 +42,7 @@ def kernel_exec_paths(profile: Profile) -> list[str]:
 class Counters:
     events: int = 0
     decode_errors: int = 0
+    handler_errors: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
 
 
@@ -148,14 +149,21 @@ class Pipeline:
                 log.warning("dropped an undecodable event: %s", exc)
                 return
             self.counters.by_type[event.kind] = self.counters.by_type.get(event.kind, 0) + 1
-            if isinstance(event, ExecEvent):
-                self._on_exec(event)
-            elif isinstance(event, ForkEvent):
-                self.table.on_fork(event)
-            elif isinstance(event, ExitEvent):
-                self._on_exit(event)
-            elif isinstance(event, (OpenEvent, ConnectEvent)):
-                self._judge(event)
+            try:
+                self._dispatch(event)
+            except Exception:  # noqa: BLE001 - one bad event must not stop the sensor
+                self.counters.handler_errors += 1
+                log.exception("error handling %s event of pid %d (counted in status)", event.kind, event.hdr.pid)
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, ExecEvent):
+            self._on_exec(event)
+        elif isinstance(event, ForkEvent):
+            self.table.on_fork(event)
+        elif isinstance(event, ExitEvent):
+            self._on_exit(event)
+        elif isinstance(event, (OpenEvent, ConnectEvent)):
+            self._judge(event)
 
     def _on_exec(self, event: ExecEvent) -> None:
         pid = event.hdr.pid

@@ -95,15 +95,24 @@ class ProcessTable:
 
     # -- lookups ---------------------------------------------------------------------------
     def get(self, pid: int) -> ProcessInfo | None:
+        """The live process with this pid, else the last one that had it and exited."""
         return self._live.get(pid) or self._exited.get(pid)
 
     def lookup(self, pid: int) -> ProcessInfo:
-        """The entry for pid, built from /proc if the sensor has not seen the process yet."""
-        info = self.get(pid)
-        if info is None:
-            info = self._from_proc(pid)
-            self._live[pid] = info
+        """The live process with this pid, read from /proc if the table has not seen it yet.
+        An exited entry is never returned for a live process that reuses its pid."""
+        info = self._live.get(pid)
+        if info is not None:
+            return info
+        info = self._from_proc(pid)
+        if info.exited:
+            return self._exited.get(pid, info)
+        self._add_live(info)
         return info
+
+    def _add_live(self, info: ProcessInfo) -> None:
+        self._exited.pop(info.pid, None)  # the pid now names a new process
+        self._live[info.pid] = info
 
     def agent_processes(self, agent: AgentInstance) -> list[ProcessInfo]:
         return [p for p in self._live.values() if p.agent is agent]
@@ -135,7 +144,7 @@ class ProcessTable:
                             uid=event.hdr.uid, start_ticks=start_ticks(event.child_pid),
                             cwd=_readlink(f"/proc/{event.child_pid}/cwd") or parent.cwd, agent=parent.agent)
         parent.children.add(child.pid)
-        self._live[child.pid] = child
+        self._add_live(child)
         return child
 
     def on_exec(self, event: ExecEvent) -> ProcessInfo:

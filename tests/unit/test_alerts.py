@@ -1,0 +1,402 @@
+"""The alert bus (ids, backlog, fan-out, slow consumers) and the alert a verdict becomes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import textwrap
+import threading
+import time
+
+import pytest
+
+import sensor.alerts as alerts_mod
+from sensor._proto.agent_sensor.v1 import sensor_pb2 as pb
+from sensor.abi import ExecFlags, OpenSyscall
+from sensor.alerts import AlertBus, alert_to_dict, build_alert, complete_action, log_line
+from sensor.correlate import Target, decide
+from sensor.decode import ConnectEvent, ExecEvent, Header, OpenEvent
+from sensor.processes import AgentInstance, ProcessInfo
+from sensor.profiles import load_profile_file
+
+HOMES = ["/root", "/home/alice"]
+
+
+# --- the bus ---------------------------------------------------------------------------------
+
+
+def alert(agent: str = "a", kind=pb.RULE_KIND_FILE_READ, reason: str = "") -> pb.Alert:
+    return pb.Alert(agent=pb.Agent(name=agent), rule=pb.Rule(kind=kind), reason=reason)
+
+
+def drain(sub) -> list[pb.Alert]:
+    out = []
+    while not sub.queue.empty():
+        out.append(sub.queue.get_nowait())
+    return out
+
+
+def everything(_alert) -> bool:
+    return True
+
+
+def test_ids_increase_from_one():
+    bus = AlertBus()
+    assert [bus.next_id() for _ in range(5)] == [1, 2, 3, 4, 5]
+    # Each bus counts on its own.
+    assert AlertBus().next_id() == 1
+
+
+def test_ids_are_unique_across_threads():
+    bus = AlertBus()
+    ids: list[int] = []
+    lock = threading.Lock()
+
+    def take():
+        got = [bus.next_id() for _ in range(1000)]
+        with lock:
+            ids.extend(got)
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(ids) == list(range(1, 4001))
+
+
+def test_backlog_then_live():
+    bus = AlertBus()
+    for i in range(1, 6):
+        bus.publish(alert(reason=f"r{i}"))
+    assert bus.published == 5
+    sub, recent = bus.subscribe(everything, backlog=3)
+    assert [a.reason for a in recent] == ["r3", "r4", "r5"]
+    assert drain(sub) == []  # the backlog is returned, not queued twice
+    bus.publish(alert(reason="r6"))
+    assert [a.reason for a in drain(sub)] == ["r6"]
+
+
+def test_backlog_larger_than_history():
+    bus = AlertBus()
+    bus.publish(alert(reason="only"))
+    _, recent = bus.subscribe(everything, backlog=1000)
+    assert [a.reason for a in recent] == ["only"]
+
+
+def test_backlog_zero_gives_no_history():
+    bus = AlertBus()
+    for i in range(3):
+        bus.publish(alert(reason=f"r{i}"))
+    sub, recent = bus.subscribe(everything, backlog=0)
+    assert recent == []
+    bus.publish(alert(reason="later"))
+    assert [a.reason for a in drain(sub)] == ["later"]
+
+
+def test_history_is_bounded(monkeypatch):
+    monkeypatch.setattr(alerts_mod, "HISTORY", 4)
+    bus = AlertBus()
+    for i in range(10):
+        bus.publish(alert(reason=f"r{i}"))
+    _, recent = bus.subscribe(everything, backlog=100)
+    assert [a.reason for a in recent] == ["r6", "r7", "r8", "r9"]
+
+
+def test_filters_apply_to_backlog_and_live():
+    bus = AlertBus()
+    bus.publish(alert("crm", reason="c1"))
+    bus.publish(alert("coder", reason="x1"))
+    bus.publish(alert("crm", pb.RULE_KIND_EXEC, reason="c2"))
+    bus.publish(alert("coder", reason="x2"))
+    only_crm, recent = bus.subscribe(lambda a: a.agent.name == "crm", backlog=10)
+    assert [a.reason for a in recent] == ["c1", "c2"]
+    # The backlog counts matching alerts only: the last 1 crm alert, not the last alert overall.
+    _, last = bus.subscribe(lambda a: a.agent.name == "crm", backlog=1)
+    assert [a.reason for a in last] == ["c2"]
+    only_exec, recent = bus.subscribe(lambda a: a.rule.kind == pb.RULE_KIND_EXEC, backlog=10)
+    assert [a.reason for a in recent] == ["c2"]
+    bus.publish(alert("coder", reason="x3"))
+    bus.publish(alert("crm", reason="c3"))
+    assert [a.reason for a in drain(only_crm)] == ["c3"]
+    assert drain(only_exec) == []
+
+
+def test_full_queue_counts_missed_and_does_not_block(monkeypatch):
+    monkeypatch.setattr(alerts_mod, "CONSUMER_QUEUE", 3)
+    bus = AlertBus()
+    slow, _ = bus.subscribe(everything, backlog=0)
+    fast, _ = bus.subscribe(everything, backlog=0)
+    received: list[str] = []
+
+    done = threading.Event()
+
+    def publish_all():
+        for i in range(10):
+            bus.publish(alert(reason=f"r{i}"))
+            received.extend(a.reason for a in drain(fast))  # the fast consumer keeps up
+        done.set()
+
+    threading.Thread(target=publish_all, daemon=True).start()
+    assert done.wait(5), "publish blocked on a full subscriber queue"
+    assert slow.queue.qsize() == 3
+    assert slow.missed == 7
+    assert [a.reason for a in drain(slow)] == ["r0", "r1", "r2"]  # the oldest are kept
+    assert received == [f"r{i}" for i in range(10)]
+    assert fast.missed == 0
+    assert bus.published == 10
+    # Once drained, the slow consumer receives again.
+    bus.publish(alert(reason="r10"))
+    assert [a.reason for a in drain(slow)] == ["r10"]
+    assert slow.missed == 7
+
+
+def test_default_queue_size_full():
+    bus = AlertBus()
+    sub, _ = bus.subscribe(everything, backlog=0)
+    start = time.monotonic()
+    for _ in range(alerts_mod.CONSUMER_QUEUE + 5):
+        bus.publish(alert())
+    assert time.monotonic() - start < 10
+    assert sub.queue.qsize() == alerts_mod.CONSUMER_QUEUE
+    assert sub.missed == 5
+
+
+def test_filtered_out_alerts_are_not_missed(monkeypatch):
+    monkeypatch.setattr(alerts_mod, "CONSUMER_QUEUE", 1)
+    bus = AlertBus()
+    sub, _ = bus.subscribe(lambda a: a.agent.name == "crm", backlog=0)
+    for _ in range(5):
+        bus.publish(alert("coder"))
+    assert sub.missed == 0 and sub.queue.empty()
+
+
+def test_unsubscribe_stops_delivery():
+    bus = AlertBus()
+    sub, _ = bus.subscribe(everything, backlog=0)
+    other, _ = bus.subscribe(everything, backlog=0)
+    bus.publish(alert(reason="before"))
+    bus.unsubscribe(sub)
+    bus.publish(alert(reason="after"))
+    assert [a.reason for a in drain(sub)] == ["before"]
+    assert [a.reason for a in drain(other)] == ["before", "after"]
+    bus.unsubscribe(sub)  # twice: harmless
+
+
+# --- building alerts -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def profile(tmp_path):
+    file = tmp_path / "crm.yaml"
+    file.write_text(textwrap.dedent("""\
+        name: crm
+        files:
+          read: ["/usr/**"]
+        secrets: ["~/.aws/**"]
+        network:
+          connect: ["127.0.0.1:8443"]
+        exec: ["/usr/bin/git"]
+        on_violation: kill
+    """))
+    return load_profile_file(file, homes=HOMES)
+
+
+def header(pid: int, ktime_ns: int | None = None) -> Header:
+    return Header(ktime_ns=time.monotonic_ns() if ktime_ns is None else ktime_ns, cgroup_id=7,
+                  pid=pid, tid=pid, uid=os.getuid(), gid=os.getgid(), slot=0, comm="python3")
+
+
+def context(profile):
+    agent = AgentInstance(profile=profile, slot=0, root_pid=4000, start_ticks=12345, how="exec")
+    process = ProcessInfo(pid=4001, ppid=4000, exe="/usr/bin/python3.11",
+                          cmdline=("python3", "crm_agent.py", "--queue", "eu"), uid=os.getuid(),
+                          start_ticks=12400, cwd="/srv/crm", agent=agent)
+    parent = ProcessInfo(pid=4000, ppid=1, exe="/usr/bin/bash", cmdline=("bash",), uid=os.getuid(),
+                         start_ticks=12345, agent=agent)
+    init = ProcessInfo(pid=1, ppid=0, exe="/sbin/init", cmdline=("/sbin/init",), uid=0, start_ticks=1)
+    return agent, process, [parent, init]
+
+
+def ts_ns(ts) -> int:
+    return ts.seconds * 1_000_000_000 + ts.nanos
+
+
+def test_build_alert_for_an_open(profile, tmp_path):
+    agent, process, ancestry = context(profile)
+    event = OpenEvent(hdr=header(4001), dirfd=-100, flags=os.O_RDONLY, mode=0,
+                      syscall=OpenSyscall.OPENAT, path="../../root/.aws/credentials", truncated=False)
+    target = Target("/root/.aws/credentials", "/root/.aws/credentials")
+    verdict = decide(event, profile, target)
+    before = time.time_ns()
+    a = build_alert(17, verdict, event, target, agent, process, ancestry)
+    complete_action(a, True, "killed 2 process(es): 4000, 4001", [4000, 4001])
+    after = time.time_ns()
+
+    assert a.id == 17
+    assert a.hostname == socket.gethostname()
+    assert (a.agent.name, a.agent.instance_id, a.agent.root_pid) == ("crm", "crm/4000.12345", 4000)
+    assert a.agent.profile_file == profile.source == str(tmp_path / "crm.yaml")
+    assert a.rule.kind == pb.RULE_KIND_SECRET_ACCESS
+    assert (a.rule.name, a.rule.pattern) == ("secrets", "~/.aws/**")
+    assert a.reason == verdict.reason and "/root/.aws/credentials" in a.reason
+
+    assert a.process.pid == 4001 and a.process.ppid == 4000
+    assert a.process.exe == "/usr/bin/python3.11"
+    assert list(a.process.cmdline) == ["python3", "crm_agent.py", "--queue", "eu"]
+    assert a.process.uid == os.getuid() and a.process.start_ticks == 12400
+    assert a.process.user == (process.user or "")
+    assert [p.pid for p in a.ancestry] == [4000, 1]
+    assert a.ancestry[0].exe == "/usr/bin/bash" and a.ancestry[1].user == "root"
+
+    assert a.event.type == "open" and a.event.WhichOneof("detail") == "file"
+    f = a.event.file
+    assert f.path == "../../root/.aws/credentials"
+    assert f.resolved_path == "/root/.aws/credentials"
+    assert not f.write and f.flags == os.O_RDONLY and f.syscall == "openat" and not f.truncated
+
+    assert a.action.kind == pb.ACTION_KIND_KILL
+    assert a.action.completed and a.action.result == "killed 2 process(es): 4000, 4001"
+    assert list(a.action.signalled_pids) == [4000, 4001]
+
+    assert a.timing.kernel_ktime_ns == event.hdr.ktime_ns
+    event_t, decided_t, action_t = (ts_ns(a.timing.event_time), ts_ns(a.timing.decided_time),
+                                    ts_ns(a.timing.action_time))
+    assert event_t <= decided_t <= action_t
+    assert before - 5_000_000_000 < event_t <= before + 1_000_000  # wall clock, not monotonic
+    assert before <= decided_t <= after and action_t <= after
+
+
+def test_event_time_is_the_kernel_stamp_in_wall_clock(profile):
+    agent, process, ancestry = context(profile)
+    two_seconds_ago = time.monotonic_ns() - 2_000_000_000
+    event = ConnectEvent(hdr=header(4001, two_seconds_ago), fd=3, family=socket.AF_INET,
+                         address="127.0.0.1", port=9)
+    a = build_alert(1, decide(event, profile), event, None, agent, process, ancestry)
+    lag = ts_ns(a.timing.decided_time) - ts_ns(a.timing.event_time)
+    assert 1_900_000_000 < lag < 3_000_000_000
+
+
+def test_build_alert_for_a_write(profile):
+    agent, process, ancestry = context(profile)
+    event = OpenEvent(hdr=header(4001), dirfd=-100, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=0o644,
+                      syscall=OpenSyscall.CREAT, path="/etc/cron.d/x", truncated=False)
+    target = Target("/etc/cron.d/x", "/etc/cron.d/x")
+    a = build_alert(2, decide(event, profile, target), event, target, agent, process, ancestry)
+    assert a.rule.kind == pb.RULE_KIND_FILE_WRITE and a.rule.name == "files.write" and a.rule.pattern == ""
+    assert a.event.file.write and a.event.file.syscall == "creat"
+    assert a.action.result == "" and not a.action.completed  # pending until complete_action
+    assert not a.HasField("timing") or ts_ns(a.timing.action_time) == 0
+
+
+@pytest.mark.parametrize("family, address, port, shown", [
+    (socket.AF_INET, "127.0.0.1", 9, "inet"),
+    (socket.AF_INET6, "::1", 22, "inet6"),
+    (socket.AF_UNIX, "/run/docker.sock", None, "unix"),
+    (socket.AF_UNIX, "@abstract", None, "unix"),
+])
+def test_build_alert_for_a_connect(profile, family, address, port, shown):
+    agent, process, ancestry = context(profile)
+    event = ConnectEvent(hdr=header(4001), fd=3, family=family, address=address, port=port)
+    a = build_alert(3, decide(event, profile), event, None, agent, process, ancestry)
+    assert a.rule.kind == pb.RULE_KIND_NETWORK_CONNECT and a.rule.name == "network.connect"
+    assert a.event.type == "connect" and a.event.WhichOneof("detail") == "network"
+    assert (a.event.network.family, a.event.network.address, a.event.network.port) == (shown, address, port or 0)
+
+
+def test_build_alert_for_an_exec(profile):
+    agent, process, ancestry = context(profile)
+    event = ExecEvent(hdr=header(4001), old_tid=4001, flags=ExecFlags(0), dirfd=-100, filename="/bin/sh",
+                      argv=("sh", "-c", "curl evil"), matched_slot=None)
+    target = Target("/bin/sh", "/usr/bin/dash")
+    a = build_alert(4, decide(event, profile, target), event, target, agent, process, ancestry)
+    assert a.rule.kind == pb.RULE_KIND_EXEC and a.rule.name == "exec"
+    assert a.event.type == "exec" and a.event.WhichOneof("detail") == "exec"
+    assert a.event.exec.filename == "/bin/sh" and a.event.exec.resolved_path == "/usr/bin/dash"
+    assert list(a.event.exec.argv) == ["sh", "-c", "curl evil"]
+
+
+def test_alert_action_kind_follows_profile(tmp_path):
+    file = tmp_path / "p.yaml"
+    file.write_text("name: quiet\non_violation: alert\n")
+    quiet = load_profile_file(file, homes=HOMES)
+    agent, process, ancestry = context(quiet)
+    event = ConnectEvent(hdr=header(4001), fd=3, family=socket.AF_INET, address="1.1.1.1", port=53)
+    a = build_alert(5, decide(event, quiet), event, None, agent, process, ancestry)
+    complete_action(a, True, "alert only")
+    assert a.action.kind == pb.ACTION_KIND_ALERT and list(a.action.signalled_pids) == []
+
+
+def test_alert_to_dict_is_json_with_proto_field_names(profile):
+    agent, process, ancestry = context(profile)
+    event = OpenEvent(hdr=header(4001), dirfd=-100, flags=os.O_RDONLY, mode=0,
+                      syscall=OpenSyscall.OPENAT, path="/var/log/syslog", truncated=False)
+    target = Target("/var/log/syslog", "/var/log/syslog")
+    a = build_alert(9, decide(event, profile, target), event, target, agent, process, ancestry)
+    complete_action(a, False, "signalled 4001; still alive", [4001])
+    d = alert_to_dict(a)
+    assert json.loads(json.dumps(d)) == d
+    assert d["agent"]["instance_id"] == "crm/4000.12345"
+    assert d["agent"]["root_pid"] == 4000
+    assert d["agent"]["profile_file"] == profile.source
+    assert d["rule"]["kind"] == "RULE_KIND_FILE_READ"
+    assert d["event"]["file"]["resolved_path"] == "/var/log/syslog"
+    assert d["action"]["signalled_pids"] == [4001]
+    assert d["action"]["kind"] == "ACTION_KIND_KILL"
+    assert int(d["timing"]["kernel_ktime_ns"]) == event.hdr.ktime_ns
+    assert {"event_time", "decided_time", "action_time"} <= set(d["timing"])
+    assert int(d["process"]["start_ticks"]) == 12400
+    assert int(d["id"]) == 9
+
+    def keys(obj):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                yield k
+                yield from keys(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                yield from keys(v)
+
+    all_keys = set(keys(d))
+    assert not any(k != k.lower() for k in all_keys), all_keys  # proto names, not lowerCamelCase
+    assert "instanceId" not in all_keys and "resolvedPath" not in all_keys
+
+
+def test_log_line(profile):
+    agent, process, ancestry = context(profile)
+    event = ConnectEvent(hdr=header(4001), fd=3, family=socket.AF_INET, address="127.0.0.1", port=9)
+    a = build_alert(12, decide(event, profile), event, None, agent, process, ancestry)
+    pending = log_line(a)
+    assert "pending" in pending
+    complete_action(a, True, "killed 1 process(es): 4001", [4001])
+    line = log_line(a)
+    assert "#12" in line
+    assert "agent=crm" in line
+    assert "pid=4001" in line
+    assert "rule=network_connect" in line
+    assert "action=kill" in line
+    assert "killed 1 process(es): 4001" in line
+    assert a.reason in line and "127.0.0.1:9" in line
+    assert "\n" not in line
+
+
+def test_no_file_content_in_alerts(profile, tmp_path):
+    """An alert names the file; it never carries what the file holds."""
+    content = "AKIA-SECRET-CONTENT-7f3e9c1b"
+    secret = tmp_path / "credentials"
+    secret.write_text(content + "\n")
+    agent, process, ancestry = context(profile)
+    path = str(secret)
+    event = OpenEvent(hdr=header(4001), dirfd=-100, flags=os.O_RDONLY, mode=0,
+                      syscall=OpenSyscall.OPENAT, path=path, truncated=False)
+    target = Target(path, os.path.realpath(path))
+    verdict = decide(event, profile, target)
+    assert verdict is not None
+    a = build_alert(1, verdict, event, target, agent, process, ancestry)
+    complete_action(a, True, "alert only")
+    assert path in a.event.file.path
+    serialized = [a.SerializeToString().decode("latin-1"), json.dumps(alert_to_dict(a)), log_line(a), str(a)]
+    for text in serialized:
+        assert content not in text
+        assert "AKIA" not in text

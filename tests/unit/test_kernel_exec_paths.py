@@ -1,0 +1,89 @@
+"""Which profiles the kernel can match at exec by exact path (sensor.pipeline.kernel_exec_paths)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from sensor import abi
+from sensor.pipeline import kernel_exec_paths
+from sensor.profiles import load_profile_file
+
+HOMES = ["/root", "/home/alice"]
+
+
+def load(tmp_path, match: str):
+    file = tmp_path / "p.yaml"
+    file.write_text("name: p\n" + textwrap.dedent(match))
+    return load_profile_file(file, homes=HOMES)
+
+
+def test_literal_exe_paths(tmp_path):
+    profile = load(tmp_path, """\
+        match:
+          exe: ["/usr/bin/python3.11", "/opt/agent/bin/run"]
+    """)
+    assert kernel_exec_paths(profile) == ["/usr/bin/python3.11", "/opt/agent/bin/run"]
+
+
+def test_single_string_exe(tmp_path):
+    assert kernel_exec_paths(load(tmp_path, "match:\n  exe: /opt/agent/bin/run\n")) == ["/opt/agent/bin/run"]
+
+
+@pytest.mark.parametrize("exe", [
+    '["/usr/bin/python3*"]',
+    '["/opt/agent/bin/run", "/usr/bin/python3*"]',  # one glob spoils the lot
+    '["/opt/agent/bin/ru?"]',
+    '["/opt/agent/bin/[rs]un"]',
+    '["/opt/**/run"]',
+    '["~/bin/agent"]',  # ~ means several homes: not one exact path
+])
+def test_any_glob_in_exe(tmp_path, exe):
+    assert kernel_exec_paths(load(tmp_path, f"match:\n  exe: {exe}\n")) == []
+
+
+@pytest.mark.parametrize("extra", [
+    'cmdline: ["*crm_agent.py*"]',
+    "user: [1001]",
+    "user: svc-crm",
+    'cgroup: ["/system.slice/crm.service"]',
+])
+def test_other_selectors_need_user_space(tmp_path, extra):
+    profile = load(tmp_path, f"""\
+        match:
+          exe: ["/opt/agent/bin/run"]
+          {extra}
+    """)
+    assert kernel_exec_paths(profile) == []
+
+
+@pytest.mark.parametrize("match", [
+    "",                                    # no match key
+    "match:\n",                            # empty match
+    "match: {}\n",
+    'match:\n  cmdline: ["*agent*"]\n',    # selectors without exe
+    "match:\n  user: [0]\n",
+    'match:\n  cgroup: ["/system.slice/a.service"]\n',
+])
+def test_no_exe_selector(tmp_path, match):
+    assert kernel_exec_paths(load(tmp_path, match)) == []
+
+
+def test_long_paths_are_excluded(tmp_path):
+    assert abi.EXEC_KEY_LEN == 256
+    fits = "/" + "a" * 254                 # 255 bytes + NUL: fills the kernel key exactly
+    too_long = "/" + "b" * 255             # 256 bytes: no room for the NUL
+    much_too_long = "/" + "c/" * 300 + "x"
+    multibyte = "/" + "é" * 128            # 129 characters, but 257 bytes
+    assert len(multibyte) < abi.EXEC_KEY_LEN <= len(multibyte.encode())
+    profile = load(tmp_path, f"""\
+        match:
+          exe: ["{fits}", "{too_long}", "{much_too_long}", "{multibyte}", "/usr/bin/agent"]
+    """)
+    assert kernel_exec_paths(profile) == [fits, "/usr/bin/agent"]
+
+
+def test_only_long_paths(tmp_path):
+    profile = load(tmp_path, f'match:\n  exe: ["/{"x" * 300}"]\n')
+    assert kernel_exec_paths(profile) == []

@@ -1,0 +1,308 @@
+"""The process table against the real /proc: path resolution, start ticks, ancestry, lookups
+and the fork/exit bookkeeping."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sensor.processes as processes_mod
+from sensor.correlate import Target
+from sensor.decode import AT_FDCWD, ForkEvent, Header
+from sensor.processes import ProcessTable, start_ticks
+
+PYTHON = sys.executable
+
+
+def pid_max() -> int:
+    return int(Path("/proc/sys/kernel/pid_max").read_text())
+
+
+def no_such_pid(offset: int = 1) -> int:
+    """A pid above pid_max: never a live process."""
+    return pid_max() + offset
+
+
+def hdr(pid: int) -> Header:
+    return Header(ktime_ns=1, cgroup_id=1, pid=pid, tid=pid, uid=os.getuid(), gid=os.getgid(), slot=0,
+                  comm="t")
+
+
+@pytest.fixture
+def base(tmp_path) -> Path:
+    return Path(os.path.realpath(tmp_path))
+
+
+@pytest.fixture
+def sleeper(base):
+    """A child process with its cwd in the tmp dir, ended after the test."""
+    work = base / "work"
+    work.mkdir()
+    proc = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(60)"], cwd=work)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+# --- resolve ---------------------------------------------------------------------------------
+
+
+def test_absolute_path_is_normalised(base):
+    (base / "a").mkdir()
+    (base / "c").write_text("")
+    table = ProcessTable()
+    t = table.resolve(os.getpid(), f"/{base}/./a/../c")
+    assert t == Target(str(base / "c"), str(base / "c"), resolved=True)
+    t = table.resolve(os.getpid(), "//a/./b/../c")
+    assert t.literal == "/a/c" and t.canonical == "/a/c" and t.resolved
+    t = table.resolve(os.getpid(), "///etc//passwd/")
+    assert t.literal == "/etc/passwd"
+
+
+def test_relative_path_against_cwd(base, monkeypatch):
+    (base / "sub").mkdir()
+    monkeypatch.chdir(base)
+    t = ProcessTable().resolve(os.getpid(), "sub/../sub/f.txt")
+    assert t == Target(str(base / "sub/f.txt"), str(base / "sub/f.txt"), resolved=True)
+    t = ProcessTable().resolve(os.getpid(), "../x", AT_FDCWD)
+    assert t.literal == str(base.parent / "x")
+
+
+def test_relative_path_against_dirfd(base, monkeypatch):
+    (base / "d").mkdir()
+    elsewhere = base / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the cwd must not be used
+    fd = os.open(base / "d", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        t = ProcessTable().resolve(os.getpid(), "f.txt", fd)
+    finally:
+        os.close(fd)
+    assert t == Target(str(base / "d/f.txt"), str(base / "d/f.txt"), resolved=True)
+
+
+def test_absolute_path_ignores_dirfd(base):
+    t = ProcessTable().resolve(os.getpid(), "/etc/hostname", 12345)
+    assert t.literal == "/etc/hostname" and t.resolved
+
+
+def test_symlink_canonical_differs(base):
+    real = base / "real"
+    real.mkdir()
+    (real / "file").write_text("x")
+    (base / "link").symlink_to(real)
+    t = ProcessTable().resolve(os.getpid(), str(base / "link/file"))
+    assert t.literal == str(base / "link/file")
+    assert t.canonical == str(real / "file")
+    assert t.spellings == (t.literal, t.canonical)
+
+
+def test_proc_self_means_the_given_process(base, sleeper):
+    table = ProcessTable()
+    t = table.resolve(sleeper.pid, "/proc/self/cwd")
+    assert t.literal == "/proc/self/cwd"  # as the process named it
+    assert t.canonical == str(base / "work")  # the agent's cwd, not the sensor's
+    assert table.resolve(sleeper.pid, "/proc/thread-self/cwd").canonical == str(base / "work")
+    t = table.resolve(sleeper.pid, "/proc/self/status")
+    assert t.canonical == f"/proc/{sleeper.pid}/status"
+    assert table.resolve(sleeper.pid, "/proc/self").canonical == f"/proc/{sleeper.pid}"
+    # Only the whole component: /proc/selfish is not /proc/self.
+    assert table.resolve(sleeper.pid, "/proc/selfish").canonical == "/proc/selfish"
+
+
+def test_relative_path_of_unknown_gone_process():
+    pid = no_such_pid()
+    table = ProcessTable()
+    assert table.resolve(pid, "notes.txt") == Target("notes.txt", "notes.txt", resolved=False)
+    assert table.resolve(pid, "notes.txt", 5) == Target("notes.txt", "notes.txt", resolved=False)
+    # An absolute path needs no directory.
+    assert table.resolve(pid, "/etc/hostname").resolved
+
+
+def test_exited_process_falls_back_to_last_cwd(base, sleeper):
+    table = ProcessTable()
+    info = table.lookup(sleeper.pid)
+    assert info.cwd == str(base / "work")
+    sleeper.kill()
+    sleeper.wait()
+    table.on_exit(sleeper.pid)
+    t = table.resolve(sleeper.pid, "out/f.txt")
+    assert t.literal == str(base / "work/out/f.txt") and t.resolved
+    # A dirfd of a gone process is not guessed.
+    assert table.resolve(sleeper.pid, "f.txt", 3).resolved is False
+
+
+def test_resolve_refreshes_the_known_cwd(base, sleeper):
+    table = ProcessTable()
+    info = table.lookup(sleeper.pid)
+    info.cwd = "/stale"
+    table.resolve(sleeper.pid, "x")
+    assert info.cwd == str(base / "work")
+
+
+# --- start ticks -----------------------------------------------------------------------------
+
+
+def test_start_ticks_of_self():
+    stat = Path("/proc/self/stat").read_text()
+    comm = Path("/proc/self/comm").read_text().rstrip("\n")
+    assert " " not in comm and ")" not in comm  # so a plain split is a fair reference
+    assert start_ticks(os.getpid()) == int(stat.split()[21])
+
+
+def test_start_ticks_of_missing_process():
+    assert start_ticks(no_such_pid()) is None
+
+
+@pytest.mark.parametrize("comm", ["a) b (c", "x) R 1 2 3 4 5"])
+def test_start_ticks_with_awkward_comm(comm):
+    code = (f"open('/proc/self/comm', 'w').write({comm!r}); import sys, time; "
+            "print('ready', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([PYTHON, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert Path(f"/proc/{proc.pid}/comm").read_text().rstrip("\n") == comm
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+        prefix = f"{proc.pid} ({comm}) "
+        assert stat.startswith(prefix)
+        expected = int(stat[len(prefix):].split()[19])
+        assert start_ticks(proc.pid) == expected
+        assert expected >= start_ticks(os.getpid())  # started after this test process
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# --- lookup and ancestry ---------------------------------------------------------------------
+
+
+def test_lookup_builds_from_proc():
+    table = ProcessTable()
+    assert table.get(os.getpid()) is None
+    info = table.lookup(os.getpid())
+    assert info.pid == os.getpid() and info.ppid == os.getppid()
+    assert info.exe == os.readlink("/proc/self/exe")
+    raw = Path("/proc/self/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    assert info.cmdline == tuple(a.decode() for a in raw)
+    assert info.uid == os.getuid()
+    assert info.start_ticks == start_ticks(os.getpid())
+    assert info.cwd == os.getcwd()
+    assert not info.exited and info.agent is None
+    assert table.lookup(os.getpid()) is info and table.get(os.getpid()) is info
+
+
+def test_lookup_of_missing_process():
+    info = ProcessTable().lookup(no_such_pid())
+    assert info.exited and info.ppid is None and info.exe == "" and info.start_ticks is None
+
+
+def test_ancestry_parent_first():
+    table = ProcessTable()
+    table.lookup(os.getpid())
+    chain = table.ancestry(os.getpid())
+    assert chain, "the test process has a parent"
+    assert chain[0].pid == os.getppid()
+    for child, parent in zip(chain, chain[1:]):
+        assert child.ppid == parent.pid
+    assert len(chain) == 16 or not chain[-1].ppid  # ends at the top, or at the limit
+    assert os.getpid() not in [p.pid for p in chain]
+    assert [p.pid for p in table.ancestry(os.getpid(), limit=1)] == [os.getppid()]
+
+
+def test_ancestry_includes_exited_known_parent(base):
+    table = ProcessTable()
+    gone_parent = no_such_pid(1)
+    child = no_such_pid(2)
+    # A parent the table saw before it exited still appears in its child's ancestry.
+    parent_info = table.lookup(os.getpid())
+    table.on_fork(ForkEvent(hdr=hdr(os.getpid()), child_pid=gone_parent, parent_pid=os.getpid()))
+    table.on_fork(ForkEvent(hdr=hdr(gone_parent), child_pid=child, parent_pid=gone_parent))
+    table.on_exit(gone_parent)
+    chain = table.ancestry(child)
+    assert [p.pid for p in chain[:2]] == [gone_parent, os.getpid()]
+    assert chain[0].exited and chain[1] is parent_info
+
+
+# --- fork / exit -----------------------------------------------------------------------------
+
+
+def test_on_fork(base, sleeper):
+    table = ProcessTable()
+    parent = table.lookup(os.getpid())
+    parent.agent = object()  # the agent run is inherited as is
+    child = table.on_fork(ForkEvent(hdr=hdr(os.getpid()), child_pid=sleeper.pid, parent_pid=os.getpid()))
+    assert child.pid == sleeper.pid and child.ppid == os.getpid()
+    assert child.exe == parent.exe and child.cmdline == parent.cmdline  # until the child execs
+    assert child.uid == os.getuid()
+    assert child.start_ticks == start_ticks(sleeper.pid) is not None
+    assert child.cwd == str(base / "work")
+    assert child.agent is parent.agent
+    assert sleeper.pid in parent.children
+    assert table.get(sleeper.pid) is child and not child.exited
+
+
+def test_on_fork_of_a_child_already_gone():
+    table = ProcessTable()
+    parent = table.lookup(os.getpid())
+    child = table.on_fork(ForkEvent(hdr=hdr(os.getpid()), child_pid=no_such_pid(), parent_pid=os.getpid()))
+    assert child.start_ticks is None
+    assert child.cwd == parent.cwd  # inherited: a fork keeps the cwd
+
+
+def test_on_exit():
+    table = ProcessTable()
+    pid = no_such_pid()
+    table.lookup(os.getpid())
+    table.on_fork(ForkEvent(hdr=hdr(os.getpid()), child_pid=pid, parent_pid=os.getpid()))
+    info = table.on_exit(pid)
+    assert info is not None and info.exited
+    assert table.get(pid) is info  # kept for the ancestry of later alerts
+    assert table.lookup(pid) is info
+    assert table.on_exit(pid) is None  # once only
+    assert table.on_exit(no_such_pid(2)) is None  # never seen
+
+
+def test_exited_processes_are_bounded(monkeypatch):
+    monkeypatch.setattr(processes_mod, "EXITED_KEPT", 3)
+    table = ProcessTable()
+    table.lookup(os.getpid())
+    pids = [no_such_pid(i) for i in range(1, 7)]
+    for pid in pids:
+        table.on_fork(ForkEvent(hdr=hdr(os.getpid()), child_pid=pid, parent_pid=os.getpid()))
+    for pid in pids:
+        table.on_exit(pid)
+    assert [pid for pid in pids if table.get(pid) is not None] == pids[-3:]  # oldest forgotten first
+    assert table.get(os.getpid()) is not None  # live entries are never evicted
+
+
+def test_agent_processes_and_agents():
+    table = ProcessTable()
+    agent = processes_mod.AgentInstance(profile=None, slot=0, root_pid=os.getpid(), start_ticks=None, how="exec")
+    table.attach(os.getpid(), agent)
+    child = no_such_pid()
+    table.on_fork(ForkEvent(hdr=hdr(os.getpid()), child_pid=child, parent_pid=os.getpid()))
+    assert {p.pid for p in table.agent_processes(agent)} == {os.getpid(), child}
+    assert table.agents() == [agent]
+    table.on_exit(child)
+    assert {p.pid for p in table.agent_processes(agent)} == {os.getpid()}
+    table.forget_agent(agent)
+    assert table.agents() == [] and table.agent_processes(agent) == []
+
+
+def test_lookup_of_a_reused_pid_describes_the_live_process():
+    table = ProcessTable()
+    # The table saw an earlier process with this pid fork and exit...
+    table.lookup(os.getppid())
+    old = table.on_fork(ForkEvent(hdr=hdr(os.getppid()), child_pid=os.getpid(), parent_pid=os.getppid()))
+    old.start_ticks = 1  # ... an earlier process: it started at another time
+    old.exe = "/old/program"
+    table.on_exit(os.getpid())
+    # ... and now the pid names a live process (this one).
+    info = table.lookup(os.getpid())
+    assert not info.exited
+    assert info.start_ticks == start_ticks(os.getpid())
+    assert info.exe == os.readlink("/proc/self/exe")
