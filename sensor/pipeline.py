@@ -29,6 +29,14 @@ class TrackError(ValueError):
     pass
 
 
+def is_launcher(event: ExecEvent) -> bool:
+    """`agent-sensor exec ... -- CMD`: the launcher registers itself over the API and becomes CMD.
+    Its command line names CMD, so selectors would match it too early, while it is still the
+    launcher, and judge its own start-up."""
+    program = event.argv[0] if event.argv else event.filename
+    return os.path.basename(program) == "agent-sensor" and event.argv[1:2] == ("exec",)
+
+
 def kernel_exec_paths(profile: Profile) -> list[str]:
     """Exact executable paths the kernel can match at exec: only for profiles whose every
     selector is a literal exe path (cmdline, user and cgroup need user space)."""
@@ -168,7 +176,7 @@ class Pipeline:
     def _on_exec(self, event: ExecEvent) -> None:
         pid = event.hdr.pid
         if event.hdr.slot is None:
-            if not self._matching:
+            if not self._matching or is_launcher(event):
                 return
             profile = find_profile(self.profiles, self.table.facts(event))
             if profile is not None:

@@ -75,3 +75,22 @@ def test_running_agents_are_found_at_start_and_exact_paths_match_in_the_kernel(t
             if p is not None and p.poll() is None:
                 p.kill()
         assert stop_daemon(proc, log) == 0
+
+
+def test_exec_launcher_is_not_mistaken_for_the_agent_it_launches(daemon):
+    """The match profile's selectors (python3 + *match_agent.py*) also fit the command line of
+    `agent-sensor exec ... -- python3 match_agent.py`: the launcher must still register the
+    agent under the requested profile instead of being matched and judged itself."""
+    script = daemon.workspace / "match_agent.py"
+    shutil.copy(daemon.workspace / "agent_actions.py", script)
+    from .conftest import CLI
+    proc = subprocess.Popen([CLI, "exec", "--server", daemon.server, "--profile", "e2e-alert", "--",
+                             SYSTEM_PYTHON, str(script), str(daemon.workspace), str(daemon.port), "allowed"],
+                            cwd=daemon.workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "done" in out
+    time.sleep(0.5)
+    assert daemon.alerts_for(proc.pid, expect=0) == []
+    assert f"(pid {proc.pid}) as agent e2e-alert [exec]" in daemon.log.read_text()
+    assert f"(pid {proc.pid}) as agent e2e-match" not in daemon.log.read_text()

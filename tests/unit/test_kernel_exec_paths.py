@@ -87,3 +87,18 @@ def test_long_paths_are_excluded(tmp_path):
 def test_only_long_paths(tmp_path):
     profile = load(tmp_path, f'match:\n  exe: ["/{"x" * 300}"]\n')
     assert kernel_exec_paths(profile) == []
+
+
+def test_the_exec_launcher_is_never_matched_by_selectors():
+    from sensor.decode import ExecEvent, Header
+    from sensor.abi import ExecFlags
+    from sensor.pipeline import is_launcher
+
+    def exec_event(*argv):
+        hdr = Header(ktime_ns=1, cgroup_id=1, pid=10, tid=10, uid=0, gid=0, slot=None, comm="x")
+        return ExecEvent(hdr=hdr, old_tid=10, flags=ExecFlags(0), dirfd=-100, filename=argv[0],
+                         argv=argv, matched_slot=None)
+
+    assert is_launcher(exec_event("/opt/venv/bin/agent-sensor", "exec", "--profile", "p", "--", "python3", "a.py"))
+    assert not is_launcher(exec_event("/opt/venv/bin/agent-sensor", "status"))
+    assert not is_launcher(exec_event("/usr/bin/python3", "agent.py", "exec"))

@@ -1,0 +1,112 @@
+"""sensor/source.py without root: the recording format (u32 little-endian length + bytes), its
+errors on truncated files, and RingBufferSource's batching over a stand-in for SensorBPF."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import pytest
+
+from sensor.source import Recorder, RingBufferSource, read_recording
+
+RECORDING = Path(__file__).resolve().parents[1] / "data" / "events.rec"
+
+
+def record(path: Path, items: list[bytes]) -> None:
+    with open(path, "wb") as f:
+        recorder = Recorder(f)
+        for item in items:
+            recorder.write(item)
+
+
+def test_round_trip(tmp_path):
+    items = [b"\x01" * 40, b"", b"\0\xff" * 3000, bytes(range(256))]
+    path = tmp_path / "r.rec"
+    record(path, items)
+    assert list(read_recording(path)) == items
+
+
+def test_format_is_little_endian_length_then_bytes():
+    buf = io.BytesIO()
+    Recorder(buf).write(b"abc")
+    Recorder(buf).write(b"")
+    assert buf.getvalue() == b"\x03\0\0\0abc" + b"\0\0\0\0"
+
+
+def test_empty_recording(tmp_path):
+    path = tmp_path / "empty.rec"
+    path.write_bytes(b"")
+    assert list(read_recording(path)) == []
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3])
+def test_truncated_record_header(tmp_path, cut):
+    path = tmp_path / "r.rec"
+    record(path, [b"first", b"second"])
+    data = path.read_bytes()
+    path.write_bytes(data[: 4 + 5 + cut])
+    records = read_recording(path)
+    assert next(records) == b"first"
+    with pytest.raises(ValueError, match="truncated record header"):
+        next(records)
+
+
+@pytest.mark.parametrize("keep", [0, 1, 5])
+def test_truncated_record_body(tmp_path, keep):
+    path = tmp_path / "r.rec"
+    path.write_bytes(struct.pack("<I", 6) + b"second"[:keep])
+    with pytest.raises(ValueError, match=rf"truncated record \({keep} of 6 bytes\)"):
+        list(read_recording(path))
+
+
+def test_recording_error_names_the_file(tmp_path):
+    path = tmp_path / "named.rec"
+    path.write_bytes(b"\x01")
+    with pytest.raises(ValueError, match="named.rec"):
+        list(read_recording(path))
+
+
+def test_checked_in_recording_reads_whole():
+    data = RECORDING.read_bytes()
+    records = list(read_recording(RECORDING))
+    assert records and all(records)
+    assert sum(4 + len(r) for r in records) == len(data)
+
+
+class FakeSensor:
+    """What RingBufferSource uses of SensorBPF: open_events(callback) and poll(timeout_ms)."""
+
+    def __init__(self):
+        self.callback = None
+        self.polls: list[int] = []
+        self.arriving: list[list[bytes]] = []
+
+    def open_events(self, callback):
+        self.callback = callback
+
+    def poll(self, timeout_ms):
+        self.polls.append(timeout_ms)
+        for data in self.arriving.pop(0) if self.arriving else []:
+            self.callback(data)
+
+
+def test_ring_buffer_source_batches_in_order():
+    sensor = FakeSensor()
+    source = RingBufferSource(sensor)
+    assert sensor.callback is not None
+    sensor.arriving = [[b"a", b"b"], [], [b"c"]]
+    assert source.read(100) == [b"a", b"b"]
+    assert source.read(0) == []
+    assert source.read(7) == [b"c"]
+    assert source.read(0) == []
+    assert sensor.polls == [100, 0, 7, 0]
+
+
+def test_ring_buffer_source_keeps_events_that_arrived_between_reads():
+    sensor = FakeSensor()
+    source = RingBufferSource(sensor)
+    sensor.callback(b"early")  # delivered outside a poll: still returned by the next read
+    sensor.arriving = [[b"late"]]
+    assert source.read(0) == [b"early", b"late"]
