@@ -15,7 +15,7 @@
 #define SENSOR_ARG_CHUNK 128     /* each argv entry is cut at this many bytes */
 #define SENSOR_MAX_ARGS 14
 #define SENSOR_SOCKADDR_MAX 128  /* sizeof(struct sockaddr_storage) */
-#define SENSOR_EXEC_KEY_LEN 256  /* exec paths matched in the kernel are at most this long */
+#define SENSOR_EXEC_KEY_LEN 256  /* exec paths matched in the kernel are shorter than this */
 #define SENSOR_NO_SLOT 0xffffffffu
 
 enum event_type {
@@ -32,6 +32,11 @@ enum open_syscall {
 	OPEN_SYSCALL_OPENAT2 = 2,
 	OPEN_SYSCALL_OPEN = 3,
 	OPEN_SYSCALL_CREAT = 4,
+};
+
+enum open_info {
+	OPEN_PATH_TRUNCATED = 1, /* the name was longer than SENSOR_PATH_MAX - 1 bytes */
+	OPEN_READ_AT_EXIT = 2,   /* the name was unreadable at entry and read at syscall exit */
 };
 
 enum exec_flags {
@@ -93,7 +98,8 @@ struct open_event {
 	__u32 flags;    /* open(2) flags (openat2: how.flags, low 32 bits) */
 	__u32 mode;
 	__u16 syscall;  /* enum open_syscall */
-	__u16 path_len; /* bytes read including the NUL; SENSOR_PATH_MAX means truncated */
+	__u16 path_len; /* bytes read including the NUL */
+	__u32 info;     /* enum open_info */
 	char path[SENSOR_PATH_MAX];
 };
 

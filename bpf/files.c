@@ -2,10 +2,12 @@
  * name unreadable at entry, completed at exit). */
 
 /* Send only the bytes the path uses: most paths are far shorter than PATH_MAX. */
-static __always_inline void send_open(struct open_event *e, long n)
+static __always_inline void send_open(struct open_event *e, const char *filename, long n)
 {
 	u32 len = n > 0 ? n : 0;
 	e->path_len = len;
+	if (string_was_cut(filename, n, SENSOR_PATH_MAX))
+		e->info |= OPEN_PATH_TRUNCATED;
 	emit(e, bounded(offsetof(struct open_event, path) + len, sizeof(*e)), EVENT_OPEN);
 }
 
@@ -26,6 +28,7 @@ static __always_inline int trace_open(int dirfd, const char *filename, u32 flags
 	e->flags = flags;
 	e->mode = mode;
 	e->syscall = syscall;
+	e->info = 0;
 
 	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), filename);
 	if (n <= 0) {
@@ -36,7 +39,7 @@ static __always_inline int trace_open(int dirfd, const char *filename, u32 flags
 		open_retries.update(&tid, &retry);
 		return 0;
 	}
-	send_open(e, n);
+	send_open(e, filename, n);
 	return 0;
 }
 
@@ -60,7 +63,9 @@ static __always_inline int retry_open(void)
 		e->flags = retry->flags;
 		e->mode = retry->mode;
 		e->syscall = retry->syscall;
-		send_open(e, bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)retry->filename));
+		e->info = OPEN_READ_AT_EXIT;
+		const char *filename = (const char *)retry->filename;
+		send_open(e, filename, bpf_probe_read_user_str(e->path, sizeof(e->path), filename));
 	}
 	open_retries.delete(&tid);
 	return 0;

@@ -70,6 +70,17 @@ static __always_inline u64 bounded(u64 v, u64 max)
 	return v;
 }
 
+/* bpf_probe_read_user_str returned size (buffer full): the string was cut unless its last byte,
+ * the one the read replaced with a NUL, was the string's own terminator. */
+static __always_inline int string_was_cut(const char *user, long n, u32 size)
+{
+	char last = 0;
+	if (n < size)
+		return 0;
+	bpf_probe_read_user(&last, 1, user + size - 1);
+	return last != 0;
+}
+
 /* Copy an event built in a scratch buffer into the ring buffer, counting success and loss. */
 static __always_inline void emit(void *event, u64 size, u32 type)
 {

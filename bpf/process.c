@@ -24,7 +24,10 @@ static __always_inline int exec_enter(int dirfd, const char *filename,
 	/* Exact executable paths that start an agent are matched here, so such an agent is tracked
 	 * from its first instruction. The key is zeroed first: read_user_str does not pad. */
 	struct exec_key key = {};
-	if (bpf_probe_read_user_str(key.path, sizeof(key.path), filename) > 0) {
+	long key_len = bpf_probe_read_user_str(key.path, sizeof(key.path), filename);
+	/* A name that fills the key may have been cut: it must not match a shorter registered path
+	 * (user space registers only paths shorter than the key). */
+	if (key_len > 0 && key_len < sizeof(key.path)) {
 		u32 *slot = exec_match.lookup(&key);
 		if (slot)
 			e->matched_slot = *slot;
@@ -43,7 +46,7 @@ static __always_inline int exec_enter(int dirfd, const char *filename,
 		int len = bpf_probe_read_user_str(&e->argv[off], SENSOR_ARG_CHUNK, arg);
 		if (len <= 0)
 			goto done;
-		if (len == SENSOR_ARG_CHUNK)
+		if (string_was_cut(arg, len, SENSOR_ARG_CHUNK))
 			e->flags |= EXEC_ARGV_TRUNCATED;
 		off += len;
 		e->argc++;
@@ -132,7 +135,30 @@ int on_sched_process_exec(struct tracepoint__sched__sched_process_exec *args)
 }
 
 /* fork and thread creation both fire sched_process_fork; only the clone flags tell them apart,
- * and the tracepoint does not carry them, so remember them at syscall entry. */
+ * and the tracepoint does not carry them, so remember them at syscall entry. Every
+ * process-creating syscall rewrites the entry (fork and vfork clear it), so the flags of a clone
+ * that failed can never make a later fork look like a thread and escape tracking. */
+static __always_inline int forget_clone_flags(void)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	clone_flags.delete(&tid);
+	return 0;
+}
+
+#ifdef HAVE_sys_enter_fork
+int on_sys_enter_fork(struct tracepoint__syscalls__sys_enter_fork *args)
+{
+	return forget_clone_flags();
+}
+#endif
+
+#ifdef HAVE_sys_enter_vfork
+int on_sys_enter_vfork(struct tracepoint__syscalls__sys_enter_vfork *args)
+{
+	return forget_clone_flags();
+}
+#endif
+
 int on_sys_enter_clone(struct tracepoint__syscalls__sys_enter_clone *args)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;

@@ -32,6 +32,11 @@ class OpenSyscall(enum.IntEnum):
     CREAT = 4
 
 
+class OpenInfo(enum.IntFlag):
+    PATH_TRUNCATED = 1
+    READ_AT_EXIT = 2
+
+
 class ExecFlags(enum.IntFlag):
     AGENT_START = 1
     KERNEL_MATCHED = 2
@@ -93,6 +98,7 @@ class OpenEvent(ctypes.Structure):
         ("mode", ctypes.c_uint32),
         ("syscall", ctypes.c_uint16),
         ("path_len", ctypes.c_uint16),
+        ("info", ctypes.c_uint32),
         ("path", ctypes.c_char * PATH_MAX),
     ]
 
@@ -146,6 +152,7 @@ CONSTANTS = {
     "COUNTER_SLOTS": COUNTER_SLOTS,
     **{f"EVENT_{m.name}": m.value for m in EventType},
     **{f"OPEN_SYSCALL_{m.name}": m.value for m in OpenSyscall},
+    **{f"OPEN_{m.name}": m.value for m in OpenInfo},
     **{f"EXEC_{m.name}": m.value for m in ExecFlags},
     **{f"TRACKED_{m.name}": m.value for m in TrackedFlags},
 }

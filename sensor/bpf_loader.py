@@ -50,6 +50,8 @@ PROBES = (
     TracepointProbe("syscalls", "sys_exit_execveat", False),
     TracepointProbe("syscalls", "sys_enter_clone", True),
     TracepointProbe("syscalls", "sys_enter_clone3", False),
+    TracepointProbe("syscalls", "sys_enter_fork", False),
+    TracepointProbe("syscalls", "sys_enter_vfork", False),
     TracepointProbe("syscalls", "sys_enter_openat", True),
     TracepointProbe("syscalls", "sys_exit_openat", True),
     TracepointProbe("syscalls", "sys_enter_openat2", False),
@@ -137,8 +139,8 @@ class SensorBPF:
         table.clear()
         for path, slot in paths.items():
             raw = path.encode()
-            if len(raw) >= abi.EXEC_KEY_LEN:
-                continue  # too long for the kernel key: user space still matches it at exec
+            if len(raw) >= abi.EXEC_KEY_LEN - 1:
+                continue  # the kernel cannot tell it from a longer, cut name: user space matches it
             table[abi.ExecKey(raw)] = ctypes.c_uint32(slot)
 
     # -- counters and events ---------------------------------------------------------------

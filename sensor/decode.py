@@ -162,7 +162,7 @@ def _decode_open(data: bytes) -> OpenEvent:
         raise DecodeError(f"open_event: unknown syscall {raw.syscall}") from exc
     return OpenEvent(
         hdr=_header(raw.hdr), dirfd=raw.dirfd, flags=raw.flags, mode=raw.mode, syscall=syscall,
-        path=_text(path_bytes), truncated=raw.path_len >= abi.PATH_MAX,
+        path=_text(path_bytes), truncated=bool(raw.info & abi.OpenInfo.PATH_TRUNCATED),
     )
 
 

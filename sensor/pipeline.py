@@ -43,7 +43,7 @@ def kernel_exec_paths(profile: Profile) -> list[str]:
     m = profile.match
     if m.is_empty or m.cmdline or m.user or m.cgroup or not all(g.is_literal for g in m.exe):
         return []
-    return [g.text for g in m.exe if len(g.text.encode()) < abi.EXEC_KEY_LEN]
+    return [g.text for g in m.exe if len(g.text.encode()) < abi.EXEC_KEY_LEN - 1]
 
 
 @dataclass

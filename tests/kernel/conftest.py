@@ -30,22 +30,6 @@ from sensor.decode import Event, decode
 WAIT_S = 5.0  # upper bound on any wait for an event; reached only when a test is failing
 
 
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):
-    """Keep an expected failure (xfail naming a known bug) an xfail under SENSOR_REQUIRE_BPF=1.
-
-    tests/conftest.py turns every skipped report of a bpf test into a failure, and pytest reports
-    an xfail as skipped (with `wasxfail` set), so each known-bug test would fail the CI run.
-    This wrapper runs outside that one and undoes exactly that conversion; it changes nothing
-    once tests/conftest.py leaves reports with `wasxfail` alone. An XPASS(strict) has no
-    `wasxfail` and still fails."""
-    outcome = yield
-    report = outcome.get_result()
-    if (hasattr(report, "wasxfail") and report.outcome == "failed"
-            and str(report.longrepr).startswith("SENSOR_REQUIRE_BPF=1")):
-        report.outcome = "skipped"
-
-
 @pytest.fixture(scope="session")
 def sensor_bpf():
     from sensor.bpf_loader import SensorBPF

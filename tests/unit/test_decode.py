@@ -195,12 +195,13 @@ def test_open_non_utf8_path_round_trips():
     assert not ev.truncated
 
 
-def test_open_path_len_path_max_is_truncated():
-    path = b"/" + b"a" * (abi.PATH_MAX - 2) + b"\0"  # what bpf_probe_read_user_str leaves
+def test_open_truncation_comes_from_the_kernel_flag_not_the_length():
+    path = b"/" + b"a" * (abi.PATH_MAX - 2) + b"\0"  # a full buffer: complete or cut, only the kernel knows
     assert len(path) == abi.PATH_MAX
-    ev = decode(open_bytes(path, path_len=abi.PATH_MAX))
-    assert ev.truncated
-    assert ev.path == path[:-1].decode()
+    complete = decode(open_bytes(path, path_len=abi.PATH_MAX))
+    assert not complete.truncated and complete.path == path[:-1].decode()
+    cut = decode(open_bytes(path, path_len=abi.PATH_MAX, info=abi.OpenInfo.PATH_TRUNCATED))
+    assert cut.truncated
 
 
 def test_open_empty_path():

@@ -72,14 +72,15 @@ def test_no_exe_selector(tmp_path, match):
 
 def test_long_paths_are_excluded(tmp_path):
     assert abi.EXEC_KEY_LEN == 256
-    fits = "/" + "a" * 254                 # 255 bytes + NUL: fills the kernel key exactly
+    fits = "/" + "a" * 253                 # 254 bytes + NUL: the longest the kernel can match
+    full = "/" + "f" * 254                 # 255 bytes + NUL fills the key: indistinguishable from a cut name
     too_long = "/" + "b" * 255             # 256 bytes: no room for the NUL
     much_too_long = "/" + "c/" * 300 + "x"
     multibyte = "/" + "é" * 128            # 129 characters, but 257 bytes
     assert len(multibyte) < abi.EXEC_KEY_LEN <= len(multibyte.encode())
     profile = load(tmp_path, f"""\
         match:
-          exe: ["{fits}", "{too_long}", "{much_too_long}", "{multibyte}", "/usr/bin/agent"]
+          exe: ["{fits}", "{full}", "{too_long}", "{much_too_long}", "{multibyte}", "/usr/bin/agent"]
     """)
     assert kernel_exec_paths(profile) == [fits, "/usr/bin/agent"]
 
