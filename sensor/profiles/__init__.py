@@ -1,6 +1,6 @@
 """Agent profiles: per-agent allow-lists of files, secrets, network destinations and programs.
 
-See docs/profile-reference.md for the YAML format.
+The YAML format is documented in README.md, "Profile reference".
 """
 
 from .globs import PathGlob, TextGlob
