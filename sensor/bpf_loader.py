@@ -97,12 +97,12 @@ class SensorBPF:
         text = PRELUDE + "".join(f'#line 1 "{name}"\n' + (self.bpf_dir / name).read_text()
                                  for name in PROGRAM_FILES)
         try:
-            self._bpf = BPF(text=text, cflags=cflags)
+            self._bpf = BPF(text=text.encode(), cflags=cflags)
         except Exception as exc:  # bcc raises bare Exception on compile/verifier failure
             raise LoadError(f"compiling or loading {', '.join(PROGRAM_FILES)} in {self.bpf_dir} failed: {exc}. "
                             "Check kernel headers (make kernel-headers) and the bcc output above.") from exc
         for probe in present:
-            self._bpf.attach_tracepoint(tp=probe.name, fn_name=probe.fn_name)
+            self._bpf.attach_tracepoint(tp=probe.name.encode(), fn_name=probe.fn_name.encode())
         self.capabilities = [Capability(f"tracepoint {p.name}", p in present,
                                         "attached" if p in present else "absent in this kernel: skipped")
                              for p in PROBES]
@@ -121,21 +121,21 @@ class SensorBPF:
 
     # -- tracked processes -----------------------------------------------------------------
     def track(self, pid: int, slot: int, root_pid: int, flags: int = 0) -> None:
-        table = self.bpf["tracked"]
+        table = self.bpf[b"tracked"]
         table[ctypes.c_uint32(pid)] = abi.TrackedProc(slot=slot, root_pid=root_pid, flags=flags)
 
     def untrack(self, pid: int) -> None:
         try:
-            del self.bpf["tracked"][ctypes.c_uint32(pid)]
+            del self.bpf[b"tracked"][ctypes.c_uint32(pid)]
         except KeyError:
             pass
 
     def tracked(self) -> dict[int, abi.TrackedProc]:
-        return {k.value: abi.TrackedProc.from_buffer_copy(v) for k, v in self.bpf["tracked"].items()}
+        return {k.value: abi.TrackedProc.from_buffer_copy(v) for k, v in self.bpf[b"tracked"].items()}
 
     def set_exec_matches(self, paths: dict[str, int]) -> None:
         """Exact executable paths that start an agent (path -> slot), matched by the kernel at exec."""
-        table = self.bpf["exec_match"]
+        table = self.bpf[b"exec_match"]
         table.clear()
         for path, slot in paths.items():
             raw = path.encode()
@@ -146,7 +146,7 @@ class SensorBPF:
     # -- counters and events ---------------------------------------------------------------
     def counters(self) -> tuple[dict[str, int], dict[str, int]]:
         """(events emitted by type, ring-buffer drops by type), summed over CPUs."""
-        table = self.bpf["counters"]
+        table = self.bpf[b"counters"]
         emitted, dropped = {}, {}
         for kind in abi.EventType:
             emitted[kind.name.lower()] = sum(table[ctypes.c_int(kind.value)])
@@ -157,7 +157,7 @@ class SensorBPF:
         def on_event(_ctx, data, size):
             callback(ctypes.string_at(data, size))
         self._ring_callback = on_event  # bcc keeps only a weak hold on it
-        self.bpf["events"].open_ring_buffer(on_event)
+        self.bpf[b"events"].open_ring_buffer(on_event)
 
     def poll(self, timeout_ms: int) -> None:
         self.bpf.ring_buffer_poll(timeout_ms)

@@ -683,7 +683,7 @@ def test_failed_exec_emits_nothing(sensor_bpf, spawn, tracker, events):
     child, _, evs = run_tracked(spawn, tracker, events, act)
     assert child.recv() == b"failed"
     assert not of_kind(evs, "exec")
-    stash = {k.value for k in sensor_bpf.bpf["exec_stash"].keys()}
+    stash = {k.value for k in sensor_bpf.bpf[b"exec_stash"].keys()}
     assert child.pid not in stash  # the half-finished exec was dropped at sys_exit
 
 
@@ -722,6 +722,24 @@ def test_exit_by_signal(sensor_bpf, spawn, tracker, events):
     assert child.pid not in sensor_bpf.tracked()
 
 
+def open_connect_fork(ch, path: str, port: int, child_execs: bool) -> None:
+    """One of each traced action: open, connect, fork (+ exec of /bin/true in the child);
+    sends the child's pid."""
+    try_open(path)
+    with socket.socket() as s:
+        try:
+            s.connect(("127.0.0.1", port))
+        except OSError:
+            pass
+    gpid = os.fork()
+    if gpid == 0:
+        if child_execs:
+            os.execv(TRUE, [TRUE])
+        os._exit(0)
+    ch.send(str(gpid).encode())
+    os.waitpid(gpid, 0)
+
+
 # -- untracked processes -------------------------------------------------------------------------
 
 def test_untracked_process_is_not_reported(sensor_bpf, spawn, tracker, events):
@@ -729,17 +747,7 @@ def test_untracked_process_is_not_reported(sensor_bpf, spawn, tracker, events):
     port = closed_port()
 
     def act(ch):
-        try_open(path)
-        with socket.socket() as s:
-            try:
-                s.connect(("127.0.0.1", port))
-            except OSError:
-                pass
-        gpid = os.fork()
-        if gpid == 0:
-            os._exit(0)
-        ch.send(str(gpid).encode())
-        os.waitpid(gpid, 0)
+        open_connect_fork(ch, path, port, child_execs=False)
 
     child = spawn(act).go()
     gpid = child.recv_int()
@@ -881,17 +889,7 @@ def test_counters(sensor_bpf, spawn, tracker, events):
     port = closed_port()
 
     def act(ch):
-        try_open(path)
-        with socket.socket() as s:
-            try:
-                s.connect(("127.0.0.1", port))
-            except OSError:
-                pass
-        gpid = os.fork()
-        if gpid == 0:
-            os.execv(TRUE, [TRUE])
-        ch.send(str(gpid).encode())
-        os.waitpid(gpid, 0)
+        open_connect_fork(ch, path, port, child_execs=True)
 
     child, _, evs = run_tracked(spawn, tracker, events, act)
     gpid = child.recv_int()
