@@ -17,6 +17,9 @@
 #define SENSOR_SOCKADDR_MAX 128  /* sizeof(struct sockaddr_storage) */
 #define SENSOR_EXEC_KEY_LEN 256  /* exec paths matched in the kernel are shorter than this */
 #define SENSOR_NO_SLOT 0xffffffffu
+#define SENSOR_MAX_SLOTS 256       /* profiles the kernel can enforce */
+#define SENSOR_LPM_PATH_MAX 248    /* path bytes in a secret-path key (LPM keys are <= 256 bytes) */
+#define SENSOR_PORT_RANGES 8       /* port ranges per destination prefix */
 
 enum event_type {
 	EVENT_EXEC = 1,    /* every successful exec on the host (rare; lets user space match agents) */
@@ -47,6 +50,19 @@ enum exec_flags {
 	EXEC_EXECVEAT = 16,
 };
 
+/* What the kernel itself did about an event, at the syscall, before user space saw it. */
+enum kernel_action {
+	KERNEL_ACTION_NONE = 0,
+	KERNEL_ACTION_KILL = 1, /* bpf_send_signal(SIGKILL): the process dies before the syscall returns */
+	KERNEL_ACTION_STOP = 2, /* bpf_send_signal(SIGSTOP): held for quarantine */
+};
+
+/* Which rule kinds the kernel enforces for a slot (slot_policy.flags). */
+enum enforce_flags {
+	ENFORCE_SECRETS = 1, /* absolute paths matched against secret_paths */
+	ENFORCE_CONNECT = 2, /* inet connects matched against allowed_dests */
+};
+
 enum tracked_flags {
 	TRACKED_PENDING_EXEC = 1, /* launched by `agent-sensor exec`: ignore it until its next exec */
 };
@@ -65,6 +81,8 @@ struct event_header {
 	__u32 uid;
 	__u32 gid;
 	__u32 slot;      /* agent slot from the tracked map, SENSOR_NO_SLOT if untracked */
+	__u32 kernel_action; /* enum kernel_action */
+	__u32 reserved;
 	char comm[SENSOR_COMM_LEN];
 };
 
@@ -116,6 +134,37 @@ struct tracked_proc {
 	__u32 root_pid; /* tgid of the agent instance's first process */
 	__u32 flags;    /* enum tracked_flags */
 	__u32 reserved;
+};
+
+/* Per-slot enforcement policy, set by user space from the profile (kernel_rules.py). */
+struct slot_policy {
+	__u32 flags;          /* enum enforce_flags */
+	__u32 secret_action;  /* enum kernel_action */
+	__u32 connect_action; /* enum kernel_action */
+	__u32 reserved;
+};
+
+/* LPM key of secret_paths: slot, then path bytes. An exact path's prefix includes its NUL; a
+ * directory's ("dir/**") ends at its trailing slash. */
+struct path_lpm_key {
+	__u32 prefixlen; /* bits: 32 for the slot + 8 per path byte */
+	__u32 slot;
+	char path[SENSOR_LPM_PATH_MAX];
+};
+
+/* LPM key of allowed_dests: slot, then the address as IPv6 (IPv4 as ::ffff:a.b.c.d). */
+struct addr_lpm_key {
+	__u32 prefixlen; /* bits: 32 for the slot + 128-bit address prefix */
+	__u32 slot;
+	__u8 addr[16];
+};
+
+/* Value of allowed_dests: the ports allowed for that prefix, including those of every shorter
+ * prefix that contains it (user space pushes them down, so the longest match decides alone). */
+struct port_ranges {
+	__u32 count;
+	__u16 lo[SENSOR_PORT_RANGES];
+	__u16 hi[SENSOR_PORT_RANGES];
 };
 
 /* Key of the exec_match map: NUL-padded executable path as passed to execve. */

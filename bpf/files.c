@@ -1,13 +1,34 @@
 /* The open family, traced at syscall entry so an attempt is seen even when it fails (and, for a
  * name unreadable at entry, completed at exit). */
 
+/* An absolute path that is a secret of the agent's profile: the kernel acts before the open
+ * returns. Relative paths and symlinks are not resolved here: user space judges every spelling. */
+static __always_inline void enforce_secrets(struct tracked_proc *t, struct open_event *e, long n)
+{
+	struct slot_policy *policy = policy_of(t);
+	if (!policy || !(policy->flags & ENFORCE_SECRETS) || n <= 1 || n > SENSOR_LPM_PATH_MAX ||
+	    e->path[0] != '/')
+		return;
+	u32 zero = 0;
+	struct path_lpm_key *key = path_key_scratch.lookup(&zero);
+	if (!key)
+		return;
+	key->prefixlen = 32 + 8 * n; /* the NUL included: exact entries must match whole paths */
+	key->slot = t->slot;
+	__builtin_memcpy(key->path, e->path, SENSOR_LPM_PATH_MAX);
+	if (secret_paths.lookup(key))
+		e->hdr.kernel_action = act(t, policy->secret_action);
+}
+
 /* Send only the bytes the path uses: most paths are far shorter than PATH_MAX. */
-static __always_inline void send_open(struct open_event *e, const char *filename, long n)
+static __always_inline void send_open(struct tracked_proc *t, struct open_event *e,
+				      const char *filename, long n)
 {
 	u32 len = n > 0 ? n : 0;
 	e->path_len = len;
 	if (string_was_cut(filename, n, SENSOR_PATH_MAX))
 		e->info |= OPEN_PATH_TRUNCATED;
+	enforce_secrets(t, e, n);
 	emit(e, bounded(offsetof(struct open_event, path) + len, sizeof(*e)), EVENT_OPEN);
 }
 
@@ -39,7 +60,7 @@ static __always_inline int trace_open(int dirfd, const char *filename, u32 flags
 		open_retries.update(&tid, &retry);
 		return 0;
 	}
-	send_open(e, filename, n);
+	send_open(t, e, filename, n);
 	return 0;
 }
 
@@ -65,7 +86,7 @@ static __always_inline int retry_open(void)
 		e->syscall = retry->syscall;
 		e->info = OPEN_READ_AT_EXIT;
 		const char *filename = (const char *)retry->filename;
-		send_open(e, filename, bpf_probe_read_user_str(e->path, sizeof(e->path), filename));
+		send_open(t, e, filename, bpf_probe_read_user_str(e->path, sizeof(e->path), filename));
 	}
 	open_retries.delete(&tid);
 	return 0;

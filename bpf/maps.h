@@ -12,6 +12,13 @@
 BPF_HASH(tracked, u32, struct tracked_proc, SENSOR_MAX_TRACKED);
 BPF_HASH(exec_match, struct exec_key, u32, 1024);
 
+/* In-kernel enforcement, filled by user space per slot; doomed: agent runs (by root pid) the
+ * kernel has acted on, so every member is stopped at its next traced syscall too. */
+BPF_ARRAY(slot_policy, struct slot_policy, SENSOR_MAX_SLOTS);
+BPF_LPM_TRIE(secret_paths, struct path_lpm_key, u32, 4096);
+BPF_LPM_TRIE(allowed_dests, struct addr_lpm_key, struct port_ranges, 4096);
+BPF_HASH(doomed, u32, u32, 1024);
+
 /* Half-finished syscalls, keyed by thread id. LRU so an entry whose second half never comes
  * (a thread killed mid-exec) cannot fill the map. */
 BPF_TABLE("lru_hash", u32, struct exec_event, exec_stash, 1024);
@@ -33,6 +40,7 @@ BPF_TABLE("lru_hash", u32, struct open_retry, open_retries, 1024);
 /* Events are built here, not on the 512-byte BPF stack. */
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_event, 1);
 BPF_PERCPU_ARRAY(open_scratch, struct open_event, 1);
+BPF_PERCPU_ARRAY(path_key_scratch, struct path_lpm_key, 1);
 
 BPF_PERCPU_ARRAY(counters, u64, COUNTER_SLOTS);
 BPF_RINGBUF_OUTPUT(events, SENSOR_RINGBUF_PAGES);
@@ -57,6 +65,8 @@ static __always_inline void fill_header(struct event_header *hdr, u32 type, u32 
 	hdr->uid = (u32)uid_gid;
 	hdr->gid = uid_gid >> 32;
 	hdr->slot = slot;
+	hdr->kernel_action = KERNEL_ACTION_NONE;
+	hdr->reserved = 0;
 	bpf_get_current_comm(hdr->comm, sizeof(hdr->comm));
 }
 
@@ -90,8 +100,30 @@ static __always_inline void emit(void *event, u64 size, u32 type)
 		count(COUNTER_DROP_BASE + type);
 }
 
+/* Act now, in the calling process's context: the signal is delivered before the syscall
+ * returns to user space, so a killed process never sees the result of the syscall. The whole
+ * agent run is marked, so its other members are stopped at their next traced syscall. */
+static __always_inline u32 act(struct tracked_proc *t, u32 action)
+{
+	if (action == KERNEL_ACTION_KILL)
+		bpf_send_signal(SIGKILL);
+	else if (action == KERNEL_ACTION_STOP)
+		bpf_send_signal(SIGSTOP);
+	else
+		return KERNEL_ACTION_NONE;
+	u32 root = t->root_pid;
+	doomed.update(&root, &action);
+	return action;
+}
+
+static __always_inline struct slot_policy *policy_of(struct tracked_proc *t)
+{
+	u32 slot = t->slot;
+	return slot_policy.lookup(&slot);
+}
+
 /* The tracked entry of the calling process if its events are wanted, else NULL: the one map
- * lookup an untracked process pays. */
+ * lookup an untracked process pays. A member of a doomed agent run is acted on here. */
 static __always_inline struct tracked_proc *current_tracked(void)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -99,6 +131,10 @@ static __always_inline struct tracked_proc *current_tracked(void)
 
 	if (!t || (t->flags & TRACKED_PENDING_EXEC))
 		return NULL;
+	u32 root = t->root_pid;
+	u32 *verdict = doomed.lookup(&root);
+	if (verdict)
+		act(t, *verdict);
 	return t;
 }
 

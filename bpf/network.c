@@ -1,6 +1,45 @@
 /* Outbound connections: the caller's sockaddr is copied raw and decoded in user space, so every
  * address family (IPv4, IPv6, unix paths and abstract names) takes the same path. */
 
+static __always_inline int port_allowed(struct port_ranges *ranges, u16 port)
+{
+#pragma unroll
+	for (int i = 0; i < SENSOR_PORT_RANGES; i++) {
+		if (i < ranges->count && port >= ranges->lo[i] && port <= ranges->hi[i])
+			return 1;
+	}
+	return 0;
+}
+
+/* An inet connect to a destination the profile does not allow: the kernel acts before the
+ * connect returns, so no byte can be sent on it. Address and port are exactly what the kernel
+ * will use, so this decision is conclusive (unlike a path, an address has no other spelling
+ * but the v4-mapped one, which is folded here). */
+static __always_inline u32 enforce_connect(struct tracked_proc *t, struct connect_event *e)
+{
+	struct slot_policy *policy = policy_of(t);
+	if (!policy || !(policy->flags & ENFORCE_CONNECT))
+		return KERNEL_ACTION_NONE;
+	u16 family = *(u16 *)e->addr;
+	struct addr_lpm_key key = {.prefixlen = 32 + 128, .slot = t->slot};
+	u16 port;
+	if (family == AF_INET && e->addrlen >= 8) {
+		key.addr[10] = 0xff;
+		key.addr[11] = 0xff;
+		__builtin_memcpy(&key.addr[12], &e->addr[4], 4);
+		port = (e->addr[2] << 8) | e->addr[3];
+	} else if (family == AF_INET6 && e->addrlen >= 24) {
+		__builtin_memcpy(key.addr, &e->addr[8], 16);
+		port = (e->addr[2] << 8) | e->addr[3];
+	} else {
+		return KERNEL_ACTION_NONE; /* unix and others: user space */
+	}
+	struct port_ranges *ranges = allowed_dests.lookup(&key);
+	if (ranges && port_allowed(ranges, port))
+		return KERNEL_ACTION_NONE;
+	return act(t, policy->connect_action);
+}
+
 int on_sys_enter_connect(struct tracepoint__syscalls__sys_enter_connect *args)
 {
 	struct tracked_proc *t = current_tracked();
@@ -18,6 +57,7 @@ int on_sys_enter_connect(struct tracepoint__syscalls__sys_enter_connect *args)
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
 	bpf_probe_read_user(e->addr, bounded((u32)args->addrlen, SENSOR_SOCKADDR_MAX),
 			    (void *)args->uservaddr);
+	e->hdr.kernel_action = enforce_connect(t, e);
 	events.ringbuf_submit(e, 0);
 	count(EVENT_CONNECT);
 	return 0;

@@ -12,6 +12,9 @@ MAX_ARGS = 14
 SOCKADDR_MAX = 128
 EXEC_KEY_LEN = 256
 NO_SLOT = 0xFFFFFFFF
+MAX_SLOTS = 256
+LPM_PATH_MAX = 248
+PORT_RANGES = 8
 EVENT_TYPE_MAX = 16
 COUNTER_DROP_BASE = EVENT_TYPE_MAX
 COUNTER_SLOTS = 2 * EVENT_TYPE_MAX
@@ -45,6 +48,17 @@ class ExecFlags(enum.IntFlag):
     EXECVEAT = 16
 
 
+class KernelAction(enum.IntEnum):
+    NONE = 0
+    KILL = 1
+    STOP = 2
+
+
+class EnforceFlags(enum.IntFlag):
+    SECRETS = 1
+    CONNECT = 2
+
+
 class TrackedFlags(enum.IntFlag):
     PENDING_EXEC = 1
 
@@ -59,6 +73,8 @@ class EventHeader(ctypes.Structure):
         ("uid", ctypes.c_uint32),
         ("gid", ctypes.c_uint32),
         ("slot", ctypes.c_uint32),
+        ("kernel_action", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
         ("comm", ctypes.c_char * COMM_LEN),
     ]
 
@@ -121,6 +137,39 @@ class TrackedProc(ctypes.Structure):
     ]
 
 
+class SlotPolicy(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint32),
+        ("secret_action", ctypes.c_uint32),
+        ("connect_action", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+    ]
+
+
+class PathLpmKey(ctypes.Structure):
+    _fields_ = [
+        ("prefixlen", ctypes.c_uint32),
+        ("slot", ctypes.c_uint32),
+        ("path", ctypes.c_char * LPM_PATH_MAX),
+    ]
+
+
+class AddrLpmKey(ctypes.Structure):
+    _fields_ = [
+        ("prefixlen", ctypes.c_uint32),
+        ("slot", ctypes.c_uint32),
+        ("addr", ctypes.c_uint8 * 16),
+    ]
+
+
+class PortRanges(ctypes.Structure):
+    _fields_ = [
+        ("count", ctypes.c_uint32),
+        ("lo", ctypes.c_uint16 * PORT_RANGES),
+        ("hi", ctypes.c_uint16 * PORT_RANGES),
+    ]
+
+
 class ExecKey(ctypes.Structure):
     _fields_ = [("path", ctypes.c_char * EXEC_KEY_LEN)]
 
@@ -134,6 +183,10 @@ STRUCTS = {
     "open_event": OpenEvent,
     "connect_event": ConnectEvent,
     "tracked_proc": TrackedProc,
+    "slot_policy": SlotPolicy,
+    "path_lpm_key": PathLpmKey,
+    "addr_lpm_key": AddrLpmKey,
+    "port_ranges": PortRanges,
     "exec_key": ExecKey,
 }
 
@@ -147,6 +200,9 @@ CONSTANTS = {
     "SENSOR_SOCKADDR_MAX": SOCKADDR_MAX,
     "SENSOR_EXEC_KEY_LEN": EXEC_KEY_LEN,
     "SENSOR_NO_SLOT": NO_SLOT,
+    "SENSOR_MAX_SLOTS": MAX_SLOTS,
+    "SENSOR_LPM_PATH_MAX": LPM_PATH_MAX,
+    "SENSOR_PORT_RANGES": PORT_RANGES,
     "EVENT_TYPE_MAX": EVENT_TYPE_MAX,
     "COUNTER_DROP_BASE": COUNTER_DROP_BASE,
     "COUNTER_SLOTS": COUNTER_SLOTS,
@@ -154,5 +210,7 @@ CONSTANTS = {
     **{f"OPEN_SYSCALL_{m.name}": m.value for m in OpenSyscall},
     **{f"OPEN_{m.name}": m.value for m in OpenInfo},
     **{f"EXEC_{m.name}": m.value for m in ExecFlags},
+    **{f"KERNEL_ACTION_{m.name}": m.value for m in KernelAction},
+    **{f"ENFORCE_{m.name}": m.value for m in EnforceFlags},
     **{f"TRACKED_{m.name}": m.value for m in TrackedFlags},
 }

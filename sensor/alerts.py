@@ -27,7 +27,8 @@ RULE_KINDS = {
     RuleKind.NETWORK_CONNECT: pb.RULE_KIND_NETWORK_CONNECT,
     RuleKind.EXEC: pb.RULE_KIND_EXEC,
 }
-ACTION_KINDS = {"alert": pb.ACTION_KIND_ALERT, "kill": pb.ACTION_KIND_KILL}
+ACTION_KINDS = {"alert": pb.ACTION_KIND_ALERT, "kill": pb.ACTION_KIND_KILL,
+                "quarantine": pb.ACTION_KIND_QUARANTINE}
 FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}
 HISTORY = 10000
 CONSUMER_QUEUE = 4096
@@ -80,10 +81,11 @@ def build_alert(alert_id: int, verdict: Verdict, event: Event, target: Target | 
     return alert
 
 
-def complete_action(alert: pb.Alert, completed: bool, result: str, pids=()) -> None:
+def complete_action(alert: pb.Alert, completed: bool, result: str, pids=(), in_kernel: bool = False) -> None:
     alert.action.completed = completed
     alert.action.result = result
     alert.action.signalled_pids.extend(pids)
+    alert.action.in_kernel = in_kernel
     _stamp(alert.timing.action_time, time.time_ns())
 
 

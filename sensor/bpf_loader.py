@@ -22,6 +22,7 @@ PROGRAM_FILES = ("maps.h", "process.c", "files.c", "network.c")
 PRELUDE = """#include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 #include <linux/fcntl.h>
+#include <linux/socket.h>
 """
 
 
@@ -69,6 +70,14 @@ OPTIONAL_DEFINES = {p: f"-DHAVE_{p.event}" for p in PROBES if not p.required}
 
 class LoadError(RuntimeError):
     pass
+
+
+def _write_field(struct, field, data: bytes) -> None:
+    """Raw bytes into an array field. Through the address: reading a c_char array field
+    gives a bytes copy, and writing into that would corrupt memory."""
+    if len(data) > field.size:
+        raise ValueError(f"{len(data)} bytes do not fit a {field.size}-byte field")
+    ctypes.memmove(ctypes.addressof(struct) + field.offset, data, len(data))
 
 
 class SensorBPF:
@@ -142,6 +151,42 @@ class SensorBPF:
             if len(raw) >= abi.EXEC_KEY_LEN - 1:
                 continue  # the kernel cannot tell it from a longer, cut name: user space matches it
             table[abi.ExecKey(raw)] = ctypes.c_uint32(slot)
+
+    # -- in-kernel enforcement -------------------------------------------------------------
+    def set_policy(self, slot: int, policy) -> None:
+        """Load one slot's compiled rules (sensor/kernel_rules.py) into the enforcement maps."""
+        if slot >= abi.MAX_SLOTS:
+            raise LoadError(f"at most {abi.MAX_SLOTS} profiles can be enforced in the kernel")
+        secrets, dests = self.bpf[b"secret_paths"], self.bpf[b"allowed_dests"]
+        for prefix in policy.secrets:
+            key = abi.PathLpmKey(prefixlen=prefix.prefix_bits, slot=slot)
+            _write_field(key, abi.PathLpmKey.path, prefix.path)
+            secrets[key] = ctypes.c_uint32(1)
+        for dest in policy.destinations:
+            key = abi.AddrLpmKey(prefixlen=dest.prefix_bits, slot=slot)
+            _write_field(key, abi.AddrLpmKey.addr, dest.network.network_address.packed)
+            ranges = abi.PortRanges(count=len(dest.ports))
+            for i, (lo, hi) in enumerate(dest.ports):
+                ranges.lo[i], ranges.hi[i] = lo, hi
+            dests[key] = ranges
+        # Rules first, then the switch: the kernel never enforces a half-loaded slot.
+        self.bpf[b"slot_policy"][ctypes.c_int(slot)] = abi.SlotPolicy(
+            flags=policy.flags, secret_action=policy.secret_action, connect_action=policy.connect_action)
+
+    def clear_policy(self, slot: int) -> None:
+        """Stop enforcing for a slot and drop its rules (switch first, then the rules)."""
+        self.bpf[b"slot_policy"][ctypes.c_int(slot)] = abi.SlotPolicy()
+        for name in (b"secret_paths", b"allowed_dests"):
+            table = self.bpf[name]
+            for key in [k for k in table.keys() if k.slot == slot]:
+                del table[key]
+
+    def forget_doomed(self, root_pid: int) -> None:
+        """The agent run rooted here is over (or released): its pid may be reused."""
+        try:
+            del self.bpf[b"doomed"][ctypes.c_uint32(root_pid)]
+        except KeyError:
+            pass
 
     # -- counters and events ---------------------------------------------------------------
     def counters(self) -> tuple[dict[str, int], dict[str, int]]:

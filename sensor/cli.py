@@ -49,15 +49,17 @@ def main() -> None:
               show_default=True, type=click.Path(), help="Profile file or directory (repeatable).")
 @click.option("--listen", multiple=True, help=f"gRPC address (repeatable). Default: {DEFAULT_SERVER}. "
               "HOST:PORT listens on TCP without authentication: keep it on loopback.")
+@click.option("--audit-only", is_flag=True, help="Enforce nothing: every kill or quarantine becomes an alert "
+              "saying what would have been done (for rolling out profiles).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-def run(profile_paths, listen, verbose) -> None:
+def run(profile_paths, listen, audit_only, verbose) -> None:
     """Run the sensor daemon in the foreground (root). Logs one line per alert.
 
     Stops on SIGTERM or Ctrl-C, detaching every BPF program."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     from .daemon import Daemon, StartupError
-    daemon = Daemon(list(profile_paths), list(listen))
+    daemon = Daemon(list(profile_paths), list(listen), audit_only)
     try:
         daemon.start()
     except StartupError as exc:

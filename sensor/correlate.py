@@ -42,7 +42,7 @@ class Verdict:
     rule: str          # the profile key that decided: "secrets", "files.write", ...
     pattern: str       # the glob that matched (secrets), or "" when nothing allowed the access
     reason: str
-    action: str        # the profile's on_violation
+    action: str        # alert, kill or quarantine: the profile's action for this rule
     target: str        # canonical path, "address:port", unix path, or program
 
 
@@ -57,7 +57,8 @@ def decide(event: Event, profile: Profile, target: Target | None = None) -> Verd
 
 
 def _verdict(profile: Profile, kind: RuleKind, rule: str, pattern: str, reason: str, target: str) -> Verdict:
-    return Verdict(kind=kind, rule=rule, pattern=pattern, reason=reason, action=profile.on_violation, target=target)
+    return Verdict(kind=kind, rule=rule, pattern=pattern, reason=reason, action=profile.action_for(rule),
+                   target=target)
 
 
 def _decide_open(event: OpenEvent, profile: Profile, target: Target | None) -> Verdict | None:

@@ -33,8 +33,9 @@ class StartupError(RuntimeError):
 
 
 class Daemon:
-    def __init__(self, profile_paths: list[str], listen: list[str]):
+    def __init__(self, profile_paths: list[str], listen: list[str], audit_only: bool = False):
         self.profile_paths = profile_paths
+        self.audit_only = audit_only
         self.listen = listen or [DEFAULT_LISTEN]
         self.bus = AlertBus()
         self.stopping = threading.Event()
@@ -66,8 +67,20 @@ class Daemon:
         for cap in self.capabilities:
             if cap.name.startswith("tracepoint") and not cap.available:
                 log.warning("%s: %s", cap.name, cap.detail)
-        self.pipeline = Pipeline(profiles, self.bpf, self.bus)
+        self.pipeline = Pipeline(profiles, self.bpf, self.bus, self.audit_only)
         self.source = RingBufferSource(self.bpf)
+        try:
+            policies = self.pipeline.install_kernel_policies()
+        except LoadError as exc:
+            raise StartupError(str(exc)) from exc
+        for name, policy in policies.items():
+            log.info("profile %s: the kernel enforces %s", name,
+                     ", ".join(f.name.lower() for f in type(policy.flags) if f in policy.flags) or "nothing"
+                     + (" (audit-only)" if self.audit_only else ""))
+            for reason in policy.user_space_only:
+                log.info("profile %s: user space only: %s", name, reason)
+        if self.audit_only:
+            log.warning("audit-only: every action is reported as what would have been done; nothing is enforced")
         paths = self.pipeline.install_exec_matches()
         log.info("loaded %d profile(s) from %s; kernel exec matches: %s", len(profiles),
                  ", ".join(self.profile_paths), ", ".join(paths) or "none")

@@ -32,6 +32,7 @@ class Header:
     gid: int
     slot: int | None
     comm: str
+    kernel_action: abi.KernelAction = abi.KernelAction.NONE
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,15 @@ def _header(raw: abi.EventHeader) -> Header:
     return Header(
         ktime_ns=raw.ktime_ns, cgroup_id=raw.cgroup_id, pid=raw.pid, tid=raw.tid, uid=raw.uid,
         gid=raw.gid, slot=None if raw.slot == abi.NO_SLOT else raw.slot, comm=_text(raw.comm),
+        kernel_action=_enum(abi.KernelAction, raw.kernel_action, "kernel_action"),
     )
+
+
+def _enum(kind, value: int, what: str):
+    try:
+        return kind(value)
+    except ValueError as exc:
+        raise DecodeError(f"unknown {what} {value}") from exc
 
 
 def _fixed(struct_type, data: bytes):
@@ -156,10 +165,7 @@ def _decode_open(data: bytes) -> OpenEvent:
         raise DecodeError(f"open_event: {len(data)} bytes, need at least {_OPEN_FIXED}")
     raw = abi.OpenEvent.from_buffer_copy(data[:_OPEN_FIXED].ljust(ctypes.sizeof(abi.OpenEvent), b"\0"))
     path_bytes = data[_OPEN_FIXED : _OPEN_FIXED + raw.path_len]
-    try:
-        syscall = abi.OpenSyscall(raw.syscall)
-    except ValueError as exc:
-        raise DecodeError(f"open_event: unknown syscall {raw.syscall}") from exc
+    syscall = _enum(abi.OpenSyscall, raw.syscall, "open syscall")
     return OpenEvent(
         hdr=_header(raw.hdr), dirfd=raw.dirfd, flags=raw.flags, mode=raw.mode, syscall=syscall,
         path=_text(path_bytes), truncated=bool(raw.info & abi.OpenInfo.PATH_TRUNCATED),
@@ -205,8 +211,4 @@ def decode(data: bytes) -> Event:
     if len(data) < HEADER_SIZE:
         raise DecodeError(f"event of {len(data)} bytes is shorter than its header ({HEADER_SIZE})")
     kind = abi.EventHeader.from_buffer_copy(data[:HEADER_SIZE]).type
-    try:
-        decoder = _DECODERS[abi.EventType(kind)]
-    except ValueError as exc:
-        raise DecodeError(f"unknown event type {kind}") from exc
-    return decoder(data)
+    return _DECODERS[_enum(abi.EventType, kind, "event type")](data)

@@ -18,6 +18,7 @@ from . import enforce
 from .alerts import AlertBus, build_alert, complete_action, log_line
 from .correlate import Target, decide
 from .decode import ConnectEvent, DecodeError, Event, ExecEvent, ExitEvent, ForkEvent, OpenEvent, decode
+from .kernel_rules import KernelPolicy, compile_policy
 from .processes import AgentInstance, ProcessTable, cgroup_path, start_ticks, user_name
 from .profiles import Profile, ProcessFacts, find_profile
 from . import abi
@@ -55,8 +56,9 @@ class Counters:
 
 
 class Pipeline:
-    def __init__(self, profiles: list[Profile], sensor_bpf, bus: AlertBus):
+    def __init__(self, profiles: list[Profile], sensor_bpf, bus: AlertBus, audit_only: bool = False):
         self.profiles = profiles
+        self.audit_only = audit_only
         self.slots = {p.name: i for i, p in enumerate(profiles)}
         self.bpf = sensor_bpf
         self.bus = bus
@@ -67,6 +69,14 @@ class Pipeline:
         self._matching = any(not p.match.is_empty for p in profiles)
 
     # -- start-up --------------------------------------------------------------------------
+    def install_kernel_policies(self) -> dict[str, KernelPolicy]:
+        """Each profile's conclusive rules, enforced by the kernel at the syscall."""
+        policies = {}
+        for slot, profile in enumerate(self.profiles):
+            policies[profile.name] = compile_policy(profile, self.audit_only)
+            self.bpf.set_policy(slot, policies[profile.name])
+        return policies
+
     def install_exec_matches(self) -> dict[str, int]:
         paths = {path: self.slots[p.name] for p in self.profiles for path in kernel_exec_paths(p)}
         self.bpf.set_exec_matches(paths)
@@ -193,6 +203,7 @@ class Pipeline:
         agent = info.agent if info else None
         if agent is not None and not self.table.agent_processes(agent):
             self.instances.pop(agent.root_pid, None)
+            self.bpf.forget_doomed(agent.root_pid)
             log.info("agent %s ended", agent.id)
 
     def _judge(self, event: Event) -> None:
@@ -202,18 +213,34 @@ class Pipeline:
         target = self._target(event)
         verdict = decide(event, agent.profile, target)
         if verdict is None:
+            if event.hdr.kernel_action:
+                log.error("the kernel acted on %s event of pid %d but no rule fires in user space: "
+                          "kernel and user-space rules disagree", event.kind, event.hdr.pid)
             return
         process = self.table.lookup(event.hdr.pid)
         alert = build_alert(self.bus.next_id(), verdict, event, target, agent, process,
                             self.table.ancestry(event.hdr.pid))
-        if verdict.action == "kill":
-            ticks = {p.pid: p.start_ticks for p in self.table.agent_processes(agent)}
-            result = enforce.kill_tree(self.bpf, agent.root_pid, ticks)
-            complete_action(alert, result.complete, result.describe(), result.signalled)
-        else:
-            complete_action(alert, True, "alert only")
+        self._act(verdict.action, event, agent, alert)
         self.bus.publish(alert)
         log.warning("%s", log_line(alert))
+
+    def _act(self, action: str, event: Event, agent: AgentInstance, alert) -> None:
+        in_kernel = event.hdr.kernel_action != abi.KernelAction.NONE
+        if self.audit_only and action != "alert":
+            alert.action.audit_only = True
+            complete_action(alert, True, f"audit-only: would have {'killed' if action == 'kill' else 'quarantined'} "
+                                         f"the agent's process tree")
+        elif action == "kill":
+            ticks = {p.pid: p.start_ticks for p in self.table.agent_processes(agent)}
+            result = enforce.kill_tree(self.bpf, agent.root_pid, ticks)
+            if in_kernel:
+                signalled = (event.hdr.pid, *(p for p in result.signalled if p != event.hdr.pid))
+                complete_action(alert, result.complete, f"killed pid {event.hdr.pid} in the kernel at the syscall; "
+                                + result.describe(), signalled, in_kernel)
+            else:
+                complete_action(alert, result.complete, result.describe(), result.signalled)
+        else:
+            complete_action(alert, True, "alert only")
 
     def _target(self, event: Event) -> Target | None:
         if isinstance(event, OpenEvent) and event.path:

@@ -21,6 +21,7 @@ from .schema import (
     DEFAULT_ON_VIOLATION,
     NAME_PATTERN,
     ON_VIOLATION_CHOICES,
+    RULE_NAMES,
     Destination,
     DestinationError,
     MatchSelectors,
@@ -29,7 +30,7 @@ from .schema import (
     ProfileError,
 )
 
-TOP_KEYS = ("name", "description", "match", "files", "secrets", "network", "exec", "on_violation")
+TOP_KEYS = ("name", "description", "match", "files", "secrets", "network", "exec", "on_violation", "actions")
 MATCH_KEYS = ("exe", "cmdline", "user", "cgroup")
 FILES_KEYS = ("read", "write")
 NETWORK_KEYS = ("connect",)
@@ -281,15 +282,22 @@ class _ProfileChecker:
                 self.problem(_line(item), f"bad destination '{_shown(item.value)}' in network.connect: {error}")
         return tuple(destinations)
 
-    def on_violation(self, node: Node) -> str | None:
+    def on_violation(self, node: Node, what: str = "on_violation") -> str | None:
         accepted = ", ".join(ON_VIOLATION_CHOICES)
         if not _is_string(node):
-            self.problem(_line(node), f"on_violation must be one of: {accepted}; got {_kind(node)}")
+            self.problem(_line(node), f"{what} must be one of: {accepted}; got {_kind(node)}")
             return None
         if node.value not in ON_VIOLATION_CHOICES:
-            self.problem(_line(node), f"bad on_violation '{_shown(node.value)}' (accepted: {accepted})")
+            self.problem(_line(node), f"bad {what} '{_shown(node.value)}' (accepted: {accepted})")
             return None
         return node.value
+
+    def actions(self, node: Node) -> tuple[tuple[str, str], ...]:
+        fields = self.mapping(node, RULE_NAMES, "actions")
+        if fields is None:
+            return ()
+        chosen = ((rule, self.on_violation(value, f"actions.{rule}")) for rule, value in fields.items())
+        return tuple((rule, action) for rule, action in chosen if action is not None)
 
     # -- whole document --
 
@@ -319,6 +327,8 @@ class _ProfileChecker:
             self.on_violation(fields["on_violation"]) if "on_violation" in fields else DEFAULT_ON_VIOLATION
         )
 
+        actions = self.actions(fields["actions"]) if "actions" in fields else ()
+
         if self.problems or name is None or on_violation is None:
             return None
         return Profile(
@@ -333,6 +343,7 @@ class _ProfileChecker:
             network_connect=connect,
             exec=execs,
             on_violation=on_violation,
+            actions=actions,
         )
 
 

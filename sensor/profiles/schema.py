@@ -17,7 +17,9 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-ON_VIOLATION_CHOICES = ("alert", "kill")
+ON_VIOLATION_CHOICES = ("alert", "kill", "quarantine")
+# The rules a profile defines, by the key that holds them: `actions` may set one per rule.
+RULE_NAMES = ("secrets", "files.read", "files.write", "network.connect", "exec")
 DEFAULT_ON_VIOLATION = "alert"
 
 # Every IPv4 address also exists as ::ffff:a.b.c.d; rules and events are compared as IPv4.
@@ -248,6 +250,11 @@ class Profile:
     network_connect: tuple[Destination, ...] = ()
     exec: tuple[PathGlob, ...] = ()
     on_violation: str = DEFAULT_ON_VIOLATION
+    actions: tuple[tuple[str, str], ...] = ()  # (rule name, action) overriding on_violation
+
+    def action_for(self, rule: str) -> str:
+        """What a violation of `rule` (one of RULE_NAMES) triggers."""
+        return dict(self.actions).get(rule, self.on_violation)
 
     def is_secret(self, path: str) -> PathGlob | None:
         """The secret glob that ``path`` falls under, if any."""

@@ -54,6 +54,12 @@ def test_violation_alerts_and_kills(daemon, action, kind, rule, target):
     assert alert["rule"]["kind"] == kind and alert["rule"]["name"] == rule
     assert alert["action"]["kind"] == "ACTION_KIND_KILL" and alert["action"]["completed"] is True
     assert run.pid in alert["action"]["signalled_pids"]
+    # Secrets and inet connects are decided in the kernel: the agent dies inside the syscall and
+    # never reports having done it. The others are decided in user space.
+    in_kernel = action in ("secret", "connect-denied")
+    assert alert["action"].get("in_kernel", False) is in_kernel
+    if in_kernel:
+        assert f"did {action}" not in run.stdout
     event = alert["event"]
     if action == "secret":
         assert alert["rule"]["pattern"] == "/etc/shadow"
@@ -85,6 +91,7 @@ def test_child_violation_kills_the_whole_tree(daemon):
     assert alert["rule"]["kind"] == "RULE_KIND_SECRET_ACCESS"
     assert alert["process"]["pid"] == child
     assert alert["ancestry"][0]["pid"] == run.pid  # parent first
+    assert alert["action"]["in_kernel"] is True  # the child died in the kernel, the parent from user space
     assert set(alert["action"]["signalled_pids"]) == {run.pid, child}
     assert gone(child) and gone(run.pid)
 

@@ -181,7 +181,7 @@ ERROR_CASES = {
     "top-level string": ("\n\njust text\n", 3, "must be a mapping"),
     "unknown top-level key": (
         "name: x\nnetwrk: {}\n", 2,
-        "unknown key 'netwrk' (allowed: name, description, match, files, secrets, network, exec, on_violation)",
+        "unknown key 'netwrk' (allowed: name, description, match, files, secrets, network, exec, on_violation, actions)",
     ),
     "unknown match key": ("name: x\nmatch:\n  exe: [/a]\n  usr: [x]\n", 4,
                           "unknown key 'usr' in match (allowed: exe, cmdline, user, cgroup)"),
@@ -233,7 +233,7 @@ ERROR_CASES = {
     "IPv6 without brackets": ("name: x\nnetwork: {connect: ['::1:80']}\n", 2, "brackets"),
     "IPv4 in brackets": ("name: x\nnetwork: {connect: ['[1.2.3.4]:80']}\n", 2, "brackets are only for IPv6"),
     "bad unix path": ("name: x\nnetwork: {connect: ['unix:run/x.sock']}\n", 2, "bad unix socket path"),
-    "bad on_violation": ("name: x\non_violation: quarantine\n", 2, "bad on_violation 'quarantine' (accepted: alert, kill)"),
+    "bad on_violation": ("name: x\non_violation: explode\n", 2, "bad on_violation 'explode' (accepted: alert, kill, quarantine)"),
     "on_violation not a string": ("name: x\non_violation: [kill]\n", 2, "on_violation must be one of: alert, kill"),
 }
 
@@ -256,7 +256,7 @@ def test_all_problems_of_a_file_are_reported_in_line_order(tmp_path):
           write: ["/ok/**", "/srv/[x"]
         network:
           connect: ["api.example.com:443", "127.0.0.1:8443", "1.2.3.4:0"]
-        on_violation: quarantine
+        on_violation: explode
         """)
     problems = problems_of(file)
     assert [p.line for p in problems] == [1, 2, 4, 5, 7, 7, 8]
@@ -265,7 +265,7 @@ def test_all_problems_of_a_file_are_reported_in_line_order(tmp_path):
     assert str(caught.value) == "\n".join(str(p) for p in problems)
     assert str(caught.value).splitlines()[1] == (
         f"{file}:2: unknown key 'netwrk' (allowed: name, description, match, files, secrets, "
-        "network, exec, on_violation)"
+        "network, exec, on_violation, actions)"
     )
 
 

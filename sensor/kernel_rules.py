@@ -1,0 +1,130 @@
+"""Compile a profile's hard rules into what the kernel can enforce by itself (pure, no I/O).
+
+Only rules whose kernel-side match is conclusive are compiled:
+- secrets: an absolute path equal to a literal secret, or under a literal directory (`dir/**`),
+  is a secret whatever else is true. Globs with wildcards elsewhere stay in user space.
+- network.connect (inet): an address and port are exactly what the kernel will use, so the
+  allow-list is decided in the kernel in full.
+File and exec allow-lists are not compiled: the kernel sees a name as passed, and `/lib/x.so`
+is allowed as `/usr/lib/x.so` only after symlinks are resolved, so a kernel verdict could kill
+an agent for an allowed access. User space judges every rule in any case, so an event the
+kernel cannot decide is still alerted and acted on there."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from . import abi
+from .profiles import Profile
+from .profiles.globs import GLOB_METACHARACTERS
+
+KERNEL_ACTIONS = {"alert": abi.KernelAction.NONE, "kill": abi.KernelAction.KILL,
+                  "quarantine": abi.KernelAction.STOP}
+
+
+@dataclass(frozen=True)
+class SecretPrefix:
+    path: bytes   # what the kernel compares; an exact path ends with its NUL
+    exact: bool
+
+    @property
+    def prefix_bits(self) -> int:
+        return 32 + 8 * len(self.path)
+
+
+@dataclass(frozen=True)
+class DestinationPrefix:
+    network: ipaddress.IPv6Network          # IPv4 as ::ffff:0:0/96 + prefix
+    ports: tuple[tuple[int, int], ...]      # allowed here, including every covering prefix's
+
+    @property
+    def prefix_bits(self) -> int:
+        return 32 + self.network.prefixlen
+
+
+@dataclass(frozen=True)
+class KernelPolicy:
+    flags: abi.EnforceFlags
+    secret_action: abi.KernelAction
+    connect_action: abi.KernelAction
+    secrets: tuple[SecretPrefix, ...]
+    destinations: tuple[DestinationPrefix, ...]
+    user_space_only: tuple[str, ...]  # what was not compiled, and why: for status and docs
+
+
+def _secret_prefixes(pattern: str) -> list[SecretPrefix] | None:
+    """The kernel form of one expanded secret glob, or None if it needs user space."""
+    if not GLOB_METACHARACTERS.intersection(pattern):
+        raw = pattern.encode() + b"\0"
+        return [SecretPrefix(raw, True)] if len(raw) <= abi.LPM_PATH_MAX else None
+    if pattern.endswith("/**") and not GLOB_METACHARACTERS.intersection(pattern[:-3]):
+        base = pattern[:-3].encode()
+        if len(base) + 2 > abi.LPM_PATH_MAX:
+            return None
+        return [SecretPrefix(base + b"\0", True), SecretPrefix(base + b"/", False)]
+    return None
+
+
+def _as_v6(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> ipaddress.IPv6Network:
+    if network.version == 6:
+        return network
+    mapped = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + network.network_address.packed)
+    return ipaddress.IPv6Network((mapped, 96 + network.prefixlen))
+
+
+V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _destinations(profile: Profile) -> tuple[DestinationPrefix, ...] | None:
+    """One entry per prefix. IPv4 lives in the trie as ::ffff:a.b.c.d; its /96 sentinel is
+    always present, so an IPv6 rule such as [::/0] is never the longest match for an IPv4
+    address (profiles say an IPv6 rule never covers IPv4)."""
+    v4: dict[ipaddress.IPv6Network, set[tuple[int, int]]] = {V4_MAPPED: set()}
+    v6: dict[ipaddress.IPv6Network, set[tuple[int, int]]] = {}
+    for dest in profile.network_connect:
+        if dest.is_unix:
+            continue
+        family = v4 if dest.network.version == 4 else v6
+        family.setdefault(_as_v6(dest.network), set()).add((dest.port_low, dest.port_high))
+    # The longest prefix decides alone in the kernel, so give it the ports of every shorter
+    # prefix of its family that contains it.
+    out = []
+    for family in (v4, v6):
+        for net in family:
+            ports = set().union(*(p for other, p in family.items() if net.subnet_of(other)))
+            if len(ports) > abi.PORT_RANGES:
+                return None
+            out.append(DestinationPrefix(net, tuple(sorted(ports))))
+    return tuple(sorted(out, key=lambda d: (d.network.prefixlen, d.network.network_address)))
+
+
+def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
+    flags = abi.EnforceFlags(0)
+    user_space_only = []
+    secret_action = KERNEL_ACTIONS[profile.action_for("secrets")]
+    connect_action = KERNEL_ACTIONS[profile.action_for("network.connect")]
+
+    secrets: list[SecretPrefix] = []
+    for glob in profile.secrets:
+        for pattern in glob.expanded:
+            compiled = _secret_prefixes(pattern)
+            if compiled is None:
+                user_space_only.append(f"secrets {pattern}: wildcard before the end, or too long")
+            else:
+                secrets.extend(compiled)
+    if secrets and secret_action != abi.KernelAction.NONE:
+        flags |= abi.EnforceFlags.SECRETS
+
+    destinations = _destinations(profile)
+    if destinations is None:
+        user_space_only.append(f"network.connect: more than {abi.PORT_RANGES} port ranges for one prefix")
+        destinations = ()
+    elif connect_action != abi.KernelAction.NONE:
+        flags |= abi.EnforceFlags.CONNECT
+
+    if audit_only:
+        flags = abi.EnforceFlags(0)
+    return KernelPolicy(flags=flags, secret_action=secret_action, connect_action=connect_action,
+                        secrets=tuple(dict.fromkeys(secrets)), destinations=destinations,
+                        user_space_only=tuple(user_space_only))

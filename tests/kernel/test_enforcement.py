@@ -1,0 +1,239 @@
+"""In-kernel enforcement on the real kernel: the kernel acts at the syscall, before its result
+reaches the process, so nothing escapes. Each test proves it by what did NOT happen: bytes that
+never reached a file or a listener."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import psutil
+import pytest
+
+from sensor import abi
+from sensor.kernel_rules import compile_policy
+from sensor.profiles import load_profile_file
+
+KILLED = -9
+
+
+def gone(pid: int, deadline_s: float = 5) -> bool:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.fixture
+def listener():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    sock.settimeout(5)
+    yield sock
+    sock.close()
+
+
+def received_bytes(sock: socket.socket) -> int:
+    """Bytes that reached the listener from every connection it got (0 if none came)."""
+    total = 0
+    sock.settimeout(0.5)
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except socket.timeout:
+            return total
+        with conn:
+            conn.settimeout(2)
+            while chunk := conn.recv(65536):
+                total += len(chunk)
+
+
+@pytest.fixture
+def policy(sensor_bpf, tracker, tmp_path):
+    """Install a profile's compiled kernel rules on a fresh slot; removed afterwards."""
+    installed = []
+
+    def install(yaml_text: str) -> int:
+        path = tmp_path / f"p{len(installed)}.yaml"
+        path.write_text(yaml_text)
+        slot = tracker.new_slot()
+        sensor_bpf.set_policy(slot, compile_policy(load_profile_file(path, homes=["/root"])))
+        installed.append(slot)
+        return slot
+
+    yield install
+    for slot in installed:
+        sensor_bpf.clear_policy(slot)
+
+
+@pytest.fixture
+def secret(tmp_path):
+    path = tmp_path / "credentials"
+    path.write_text("aws_secret_access_key = THIS-MUST-NOT-LEAK\n")
+    return path
+
+
+def kill_profile(secret, port: int, extra: str = "") -> str:
+    return f"""\
+name: enforced
+secrets: ["{secret}", "{secret.parent}/vault/**"]
+network:
+  connect: ["127.0.0.1:{port}"]
+on_violation: kill
+{extra}"""
+
+
+def test_secret_read_is_killed_before_a_byte_leaks(sensor_bpf, tracker, spawn, events, policy, secret,
+                                                   tmp_path, listener):
+    port = listener.getsockname()[1]
+    slot = policy(kill_profile(secret, port))
+    copy = tmp_path / "copy"
+
+    def exfiltrate(ch):
+        # Everything is ready before the secret is touched: only the kernel can stop the copy.
+        out = os.open(copy, os.O_WRONLY | os.O_CREAT, 0o600)
+        sock = socket.create_connection(("127.0.0.1", port))
+        fd = os.open(secret, os.O_RDONLY)
+        data = os.read(fd, 4096)
+        os.write(out, data)
+        sock.sendall(data)
+
+    child = spawn(exfiltrate)
+    tracker.track(child.pid, slot)
+    child.go()
+    assert child.wait() == KILLED
+    assert copy.exists() and copy.stat().st_size == 0
+    assert received_bytes(listener) == 0
+    opens = events.wait_for([child.pid], lambda evs: any(getattr(e, "path", "") == str(secret) for e in evs))
+    hit = [e for e in opens if getattr(e, "path", "") == str(secret)]
+    assert hit and hit[0].hdr.kernel_action == abi.KernelAction.KILL
+    sensor_bpf.forget_doomed(child.pid)
+
+
+def test_forbidden_connect_is_killed_before_data_is_sent(sensor_bpf, tracker, spawn, policy, secret, listener):
+    allowed = socket.socket()
+    allowed.bind(("127.0.0.1", 0))
+    slot = policy(kill_profile(secret, allowed.getsockname()[1]))
+    port = listener.getsockname()[1]  # not in the profile
+
+    def send(ch):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"exfiltrated data")
+
+    child = spawn(send)
+    tracker.track(child.pid, slot)
+    child.go()
+    assert child.wait() == KILLED
+    assert received_bytes(listener) == 0
+    allowed.close()
+    sensor_bpf.forget_doomed(child.pid)
+
+
+def test_allowed_connect_and_reads_are_untouched(tracker, spawn, policy, secret, listener, tmp_path):
+    port = listener.getsockname()[1]
+    slot = policy(kill_profile(secret, port))
+    other = tmp_path / "credentials.bak"  # exact secret entries match whole paths only
+    other.write_text("not a secret\n")
+
+    def work(ch):
+        with open(other) as f:
+            data = f.read().encode()
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(data)
+
+    child = spawn(work)
+    tracker.track(child.pid, slot)
+    child.go()
+    assert child.wait() == 0
+    assert received_bytes(listener) == len(b"not a secret\n")
+
+
+@pytest.mark.parametrize("relative, killed", [("vault", True), ("vault/deep/key", True), ("vaultx/key", False)])
+def test_directory_secrets_cover_the_directory_and_below(sensor_bpf, tracker, spawn, policy, secret, tmp_path,
+                                                         relative, killed):
+    slot = policy(kill_profile(secret, 1))
+    target = tmp_path / relative
+
+    def touch(ch):
+        try:
+            os.open(target, os.O_RDONLY)
+        except FileNotFoundError:
+            pass  # the attempt is what counts
+
+    child = spawn(touch)
+    tracker.track(child.pid, slot)
+    child.go()
+    assert child.wait() == (KILLED if killed else 0)
+    sensor_bpf.forget_doomed(child.pid)
+
+
+def test_ipv6_rules_never_allow_ipv4(sensor_bpf, tracker, spawn, policy, listener):
+    port = listener.getsockname()[1]
+    slot = policy(f'name: v6only\nnetwork:\n  connect: ["[::/0]:{port}"]\non_violation: kill\n')
+
+    def send(ch):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"x")
+
+    child = spawn(send)
+    tracker.track(child.pid, slot)
+    child.go()
+    assert child.wait() == KILLED
+    assert received_bytes(listener) == 0
+    sensor_bpf.forget_doomed(child.pid)
+
+
+def test_the_whole_agent_run_is_doomed_in_the_kernel(sensor_bpf, tracker, spawn, policy, secret, tmp_path):
+    """After the kernel kills one member, every other member dies at its next traced syscall,
+    even one that double-forked and called setsid, with no help from user space."""
+    slot = policy(kill_profile(secret, 1))
+    ready = tmp_path / "ready"
+
+    def tree(ch):
+        pid = os.fork()
+        if pid == 0:
+            if os.fork():
+                os._exit(0)  # double fork: the grandchild is orphaned
+            os.setsid()
+            ch.send(str(os.getpid()).encode())
+            while True:  # keeps making traced syscalls
+                try:
+                    os.close(os.open(ready, os.O_RDONLY))
+                except FileNotFoundError:
+                    pass
+                time.sleep(0.01)
+        os.waitpid(pid, 0)
+        ch.wait_release()
+        os.open(secret, os.O_RDONLY)
+
+    child = spawn(tree)
+    tracker.track(child.pid, slot)
+    child.go()
+    escapee = child.recv_int()
+    assert sensor_bpf.tracked()[escapee].root_pid == child.pid  # inherited through both forks
+    child.release()
+    assert child.wait() == KILLED
+    assert gone(escapee)
+    sensor_bpf.forget_doomed(child.pid)
+
+
+def test_alert_action_never_kills_in_the_kernel(tracker, spawn, policy, secret, events):
+    slot = policy(kill_profile(secret, 1).replace("on_violation: kill", "on_violation: alert"))
+
+    def read(ch):
+        with open(secret) as f:
+            f.read()
+
+    child = spawn(read)
+    tracker.track(child.pid, slot)
+    child.go()
+    assert child.wait() == 0
+    evs = events.wait_for([child.pid], lambda evs: any(getattr(e, "path", "") == str(secret) for e in evs))
+    assert all(e.hdr.kernel_action == abi.KernelAction.NONE for e in evs)
