@@ -181,6 +181,11 @@ class SensorBPF:
             for key in [k for k in table.keys() if k.slot == slot]:
                 del table[key]
 
+    def doom(self, root_pid: int, action: int) -> None:
+        """From now on the kernel acts on every member of this agent run at its next traced
+        syscall: no child forked during a user-space kill gets to do anything."""
+        self.bpf[b"doomed"][ctypes.c_uint32(root_pid)] = ctypes.c_uint32(action)
+
     def forget_doomed(self, root_pid: int) -> None:
         """The agent run rooted here is over (or released): its pid may be reused."""
         try:

@@ -1,7 +1,9 @@
 """Acting on a verdict: kill an agent's whole process tree.
 
 Membership comes from the kernel's tracked map, which fork keeps complete before a child runs,
-so double-forked, setsid'd or renamed children are found as surely as direct ones. Each target
+so double-forked, setsid'd or renamed children are found as surely as direct ones. The run is
+first marked doomed in the kernel, so a member that makes a traced syscall during the kill dies
+in the kernel; rounds of pidfd kills get the ones that make none. Each target
 is signalled through a pidfd that is checked after opening: a pidfd pins one process, so a pid
 reused between reading the map and signalling is never hit."""
 
@@ -14,6 +16,7 @@ import signal
 import time
 from dataclasses import dataclass
 
+from . import abi
 from .processes import start_ticks
 
 log = logging.getLogger("agent-sensor")
@@ -72,6 +75,7 @@ def _signal_member(sensor_bpf, pid: int, root_pid: int, expected_ticks: int | No
 def kill_tree(sensor_bpf, root_pid: int, known_ticks: dict[int, int | None] | None = None) -> KillResult:
     """SIGKILL every tracked process of the agent rooted at root_pid, until none is left."""
     known_ticks = known_ticks or {}
+    sensor_bpf.doom(root_pid, abi.KernelAction.KILL)
     signalled: list[int] = []
     rounds = 0
     members = _members(sensor_bpf, root_pid)

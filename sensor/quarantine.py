@@ -540,6 +540,8 @@ class Quarantine:
         if not INCIDENT_ID.match(incident_id or ""):
             raise ValueError(f"incident id {incident_id!r} is not usable as a cgroup name")
         with self._lock:
+            if incident_id in self._incidents:
+                raise ValueError(f"incident {incident_id} is already isolated by this Quarantine")
             ok, why = self.available
             if not ok:
                 return self._sigstop(incident_id, pids, f"WARNING: cgroup isolation unavailable ({why})")
@@ -577,9 +579,16 @@ class Quarantine:
             with _REGISTRY_LOCK:
                 _ACTIVE_DIRS.discard(str(cg))
             raise
-        frozen = _wait_event(cg, "frozen", "1", FREEZE_WAIT_S)
         members = _procs(cg)
-        if not frozen:
+        if not members:  # nothing to hold: leave no empty frozen cgroup behind
+            self._undo(cg, original, hroot)
+        frozen = bool(members) and _wait_event(cg, "frozen", "1", FREEZE_WAIT_S)
+        members = _procs(cg) if members else []
+        table = _scan()
+        refused = sorted(p for p in set(pids) & _protected(table))
+        if refused:
+            warnings.append(f"WARNING: refused to isolate {_fmt(refused)} (init, the sensor or its ancestors)")
+        if members and not frozen:
             warnings.append(f"WARNING: freeze requested but cgroup.events did not report frozen within "
                             f"{FREEZE_WAIT_S:.0f} s (a process in uninterruptible sleep?); it completes when "
                             "they return to user space")
@@ -589,8 +598,8 @@ class Quarantine:
                               network_cut=False, pids=members,
                               original_cgroups={p: original[p] for p in members if p in original}, detail="")
         incident = _Incident(isolation, self._tags, ticks={p: start_ticks(p) for p in members})
-        self._incidents[incident_id] = incident
         if members:
+            self._incidents[incident_id] = incident
             cut, why = self._cut_network(incident)
             isolation.network_cut = cut
             if why:
@@ -599,7 +608,8 @@ class Quarantine:
         summary = (f"{len(members)} process(es) moved to {cg} and " + ("frozen" if frozen else "freezing")
                    + (", network cut" if isolation.network_cut else ", network NOT cut"))
         if not members:
-            summary = f"none of the processes {_fmt(pids)} was alive: {cg} is empty"
+            summary = (f"nothing isolated: none of the processes [{_fmt(pids)}] is alive and isolable; "
+                       f"{cg} removed")
         if members and missing:
             summary += f"; already gone: {_fmt(missing)}"
         isolation.detail = "; ".join([summary, *warnings])
@@ -608,12 +618,9 @@ class Quarantine:
 
     def _move_in(self, cg: Path, rel: str, seeds: list[int], original: dict[int, str]) -> bool:
         """Move seeds and their descendants into cg until none is outside; True when converged."""
-        for round_ in range(MOVE_ROUNDS):
+        for _ in range(MOVE_ROUNDS):
             table = _scan()
             protected = _protected(table)
-            refused = [p for p in seeds if p in protected]
-            if refused and round_ == 0:
-                log.warning("quarantine: refusing to isolate %s (init, the sensor or its ancestors)", refused)
             outside = []
             for pid in _family(set(seeds) | set(original), table, protected):
                 if not _alive(table.get(pid)):
@@ -781,7 +788,10 @@ class Quarantine:
     # -- release / kill ---------------------------------------------------------------------
     def release(self, isolation: Isolation) -> str:
         """Undo isolate(): restore the network, move every process back where it came from
-        (they resume as they leave the frozen cgroup), thaw and remove the incident cgroup."""
+        (they resume as they leave the frozen cgroup: moving them while still frozen means none
+        can fork into the incident cgroup meanwhile), thaw and remove the incident cgroup.
+        Works on an Isolation made by another (closed or crashed) Quarantine too; for "sigstop"
+        the pids are then signalled without the start-time check against pid reuse."""
         with self._lock:
             inc = self._incidents.pop(isolation.incident_id, None)
             if isolation.method == "sigstop":
@@ -811,8 +821,9 @@ class Quarantine:
                     errors.append(f"thaw: {exc.strerror}")
                 _wait_event(cg, "frozen", "0", FREEZE_WAIT_S)
             removed = self._rmdir(cg)
-            summary = f"released {len(moved)} process(es) to their original cgroups: {_fmt(moved)}"
-            summary += "; network restored" if isolation.network_cut else ""
+            summary = (f"released {len(moved)} process(es) to their original cgroups: {_fmt(moved)}" if moved
+                       else "no process was left in the incident cgroup")
+            summary += "; network restored" if isolation.network_cut and not errors else ""
             summary += f"; {cg} removed" if removed else f"; WARNING: {cg} could not be removed"
             if errors:
                 summary += "; errors: " + "; ".join(errors)
@@ -875,7 +886,8 @@ class Quarantine:
             errors = self._uncut(inc)
             left = _procs(cg)
             removed = self._rmdir(cg)
-            summary = f"killed {len(killed)} process(es) via {how}: {_fmt(killed)}"
+            summary = (f"killed {len(killed)} process(es) via {how}: {_fmt(killed)}" if killed
+                       else "no process was left in the incident cgroup")
             if left:
                 summary += f"; WARNING: still alive: {_fmt(left)}"
             summary += f"; {cg} removed" if removed else f"; WARNING: {cg} could not be removed"

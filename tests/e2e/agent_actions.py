@@ -10,6 +10,9 @@ Each ACTION is done in order; then the agent prints "done" and sleeps, so a test
   connect-denied   connect to 127.0.0.1 on a port the profile does not allow
   exec-denied      run /usr/bin/sleep (not in the profile's exec list)
   fork-secret      fork a child that reads /etc/shadow; print "child PID"; wait for it
+  fork-storm       keep forking children (some spin without syscalls, some double-fork and
+                   setsid), each writing its pid to WORKSPACE/out/storm, while the parent
+                   writes outside files.write (a user-space kill lands mid-storm)
 """
 
 import os
@@ -53,6 +56,29 @@ def fork_secret() -> None:
     os.waitpid(pid, 0)
 
 
+def fork_storm(workspace: str) -> None:
+    os.makedirs(os.path.join(workspace, "out"), exist_ok=True)
+    pids = open(os.path.join(workspace, "out", "storm"), "a")
+
+    def child(spin: bool) -> None:
+        if not spin and os.fork():
+            os._exit(0)  # double fork: the survivor is orphaned ...
+        if not spin:
+            os.setsid()  # ... and in its own session
+        pids.write(f"{os.getpid()}\n")
+        pids.flush()
+        while spin:
+            pass  # no syscalls at all: only a kill from user space can stop it
+        while True:
+            time.sleep(0.001)
+
+    for i in range(40):
+        if os.fork() == 0:
+            child(spin=i % 2 == 0)
+        if i == 20:
+            open(os.path.join(workspace, "forbidden.txt"), "w").close()
+
+
 def main() -> None:
     workspace, port = sys.argv[1], int(sys.argv[2])
     for action in sys.argv[3:]:
@@ -68,6 +94,8 @@ def main() -> None:
             subprocess.run(["/usr/bin/sleep", "30"], stdout=subprocess.DEVNULL)
         elif action == "fork-secret":
             fork_secret()
+        elif action == "fork-storm":
+            fork_storm(workspace)
         else:
             sys.exit(f"unknown action {action}")
         print(f"did {action}", flush=True)

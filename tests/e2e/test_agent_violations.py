@@ -151,3 +151,18 @@ def test_exec_without_a_daemon_does_not_start_the_program(tmp_path):
     assert r.returncode == 1
     assert "no agent-sensor daemon answers" in r.stderr
     assert not marker.exists()
+
+
+def test_children_forked_around_the_kill_do_not_survive(daemon):
+    """A user-space kill lands while the agent is forking: children that spin without syscalls,
+    double-fork, setsid, or were born a moment before the kill must all be gone after it."""
+    storm = daemon.workspace / "out" / "storm"
+    storm.unlink(missing_ok=True)
+    run = daemon.run_agent("e2e-kill", "fork-storm")
+    assert run.returncode == KILLED, (run.stdout, run.stderr)
+    alerts = daemon.alerts_for(run.pid)
+    assert alerts and alerts[0]["rule"]["kind"] == "RULE_KIND_FILE_WRITE"
+    children = [int(p) for p in storm.read_text().split()]
+    assert len(children) >= 10, "the storm was running when the kill came"
+    survivors = [pid for pid in children if not gone(pid)]
+    assert survivors == []
