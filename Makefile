@@ -56,3 +56,6 @@ test-unit: venv proto
 
 clean:
 	rm -rf $(VENV) $(GEN) .pytest_cache
+
+bench: setup
+	$(PY) tests/bench/enforcement.py

@@ -20,8 +20,8 @@ from . import abi
 from .processes import start_ticks
 
 log = logging.getLogger("agent-sensor")
-KILL_ROUNDS = 50       # repeat while members remain: children forked during the kill
-ROUND_PAUSE_S = 0.005
+KILL_ROUNDS = 2000     # repeat while members remain: children forked during the kill ...
+ROUND_PAUSE_S = 0.0005  # ... checking often, so the action completes as soon as the tree is gone
 
 
 @dataclass(frozen=True)

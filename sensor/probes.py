@@ -136,11 +136,33 @@ def cgroup_v2_root() -> Path | None:
     return None
 
 
-def probe_cgroup_v2() -> Capability:
+def probe_cgroup_v2() -> list[Capability]:
+    """cgroup v2, and whether a child cgroup offers freeze and kill (quarantine needs them),
+    checked on a real, empty child cgroup that is removed again."""
     root = cgroup_v2_root()
     if root is None:
-        return Capability("cgroup_v2", False, "no cgroup v2 hierarchy mounted")
-    return Capability("cgroup_v2", True, str(root))
+        why = "no cgroup v2 hierarchy mounted: quarantine falls back to SIGSTOP, without network isolation"
+        return [Capability(n, False, why) for n in ("cgroup_v2", "cgroup_freeze", "cgroup_kill")]
+    probe = root / f"agent-sensor-probe-{os.getpid()}"
+    try:
+        probe.mkdir(exist_ok=True)
+        freeze, kill = (probe / "cgroup.freeze").exists(), (probe / "cgroup.kill").exists()
+    except OSError as exc:
+        why = f"cannot create a cgroup under {root}: {exc.strerror}"
+        return [Capability("cgroup_v2", True, str(root)), Capability("cgroup_freeze", False, why),
+                Capability("cgroup_kill", False, why)]
+    finally:
+        try:
+            probe.rmdir()
+        except OSError:
+            pass
+    return [
+        Capability("cgroup_v2", True, str(root)),
+        Capability("cgroup_freeze", freeze, "cgroup.freeze in child cgroups" if freeze else
+                   "no cgroup.freeze (kernel < 5.2): quarantine falls back to SIGSTOP"),
+        Capability("cgroup_kill", kill, "cgroup.kill in child cgroups" if kill else
+                   "no cgroup.kill (kernel < 5.14): quarantined trees are killed process by process"),
+    ]
 
 
 def probe_all() -> list[Capability]:
@@ -152,5 +174,5 @@ def probe_all() -> list[Capability]:
         probe_kernel_headers(),
         probe_lockdown(),
         *probe_bpf_features(bpftool_features()),
-        probe_cgroup_v2(),
+        *probe_cgroup_v2(),
     ]
