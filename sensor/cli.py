@@ -189,5 +189,81 @@ def list_(server) -> None:
             click.echo(f"    kernel exec match {path}")
 
 
+@main.group()
+def quarantine() -> None:
+    """Quarantined agents: list, inspect, release or kill them."""
+
+
+def _print_incident(inc, verbose: bool) -> None:
+    click.echo(f"{inc.id}  {inc.state:11} agent={inc.agent} root_pid={inc.root_pid} rule={inc.rule} "
+               f"method={inc.method} frozen={'yes' if inc.frozen else 'no'} "
+               f"network_cut={'yes' if inc.network_cut else 'no'}")
+    if not verbose:
+        return
+    click.echo(f"  reason: {inc.reason}  (alert #{inc.alert_id})")
+    click.echo(f"  cgroup: {inc.cgroup or '-'}")
+    click.echo(f"  detail: {inc.detail}")
+    click.echo("  process tree:")
+    by_pid = {p.process.pid: p for p in inc.processes}
+    children: dict[int, list[int]] = {}
+    for p in inc.processes:
+        children.setdefault(p.process.ppid if p.process.ppid in by_pid else 0, []).append(p.process.pid)
+
+    def show(pid: int, depth: int) -> None:
+        p = by_pid[pid]
+        click.echo(f"    {'  ' * depth}{pid} [{p.state}] {' '.join(p.process.cmdline) or p.process.exe}")
+        for f in p.files:
+            click.echo(f"    {'  ' * depth}    fd {f.fd}: {f.target}")
+        for s in p.sockets:
+            click.echo(f"    {'  ' * depth}    socket {s.protocol}/{s.family} {s.state} {s.local} -> {s.remote or '-'}")
+        for child in sorted(children.get(pid, [])):
+            show(child, depth + 1)
+
+    for root in sorted(children.get(0, [])):
+        show(root, 0)
+    click.echo("  last events:")
+    for line in inc.last_events:
+        click.echo(f"    {line}")
+    for line in inc.history:
+        click.echo(f"  {line}")
+
+
+def _incident_command(name: str, doc: str, call):
+    @quarantine.command(name=name, help=doc)
+    @click.argument("incident_id")
+    @server_option
+    def command(incident_id, server) -> None:
+        try:
+            with _client(server) as client:
+                inc = call(client, incident_id)
+        except Exception as exc:  # noqa: BLE001
+            _fail_rpc(exc, server)
+        _print_incident(inc, verbose=True)
+    return command
+
+
+@quarantine.command(name="list")
+@server_option
+def quarantine_list(server) -> None:
+    """Every incident of this daemon run, oldest first."""
+    try:
+        with _client(server) as client:
+            incidents = client.incidents()
+    except Exception as exc:  # noqa: BLE001
+        _fail_rpc(exc, server)
+    for inc in incidents:
+        _print_incident(inc, verbose=False)
+    if not incidents:
+        click.echo("no incidents")
+
+
+_incident_command("show", "An incident's record: rule, process tree, open files and sockets, last events.",
+                  lambda client, i: client.incident(i))
+_incident_command("release", "Thaw the agent, restore its network and cgroups.",
+                  lambda client, i: client.release_incident(i))
+_incident_command("kill", "End the quarantined agent's whole process tree.",
+                  lambda client, i: client.kill_incident(i))
+
+
 if __name__ == "__main__":
     main()

@@ -46,6 +46,18 @@ class SensorClient:
         request = pb.TrackProcessRequest(pid=pid, profile=profile, pending_exec=pending_exec)
         return self._stub.TrackProcess(request, timeout=self.timeout).instance_id
 
+    def incidents(self) -> list[pb.Incident]:
+        return list(self._stub.ListIncidents(pb.ListIncidentsRequest(), timeout=self.timeout).incidents)
+
+    def incident(self, incident_id: str) -> pb.Incident:
+        return self._stub.GetIncident(pb.IncidentRequest(id=incident_id), timeout=self.timeout)
+
+    def release_incident(self, incident_id: str) -> pb.Incident:
+        return self._stub.ReleaseIncident(pb.IncidentRequest(id=incident_id), timeout=self.timeout)
+
+    def kill_incident(self, incident_id: str) -> pb.Incident:
+        return self._stub.KillIncident(pb.IncidentRequest(id=incident_id), timeout=self.timeout)
+
     def alerts(self, follow: bool = False, backlog: int = 1000, agents=(), rule_kinds=()) -> Iterator[pb.Alert]:
         request = pb.StreamAlertsRequest(agents=list(agents), rule_kinds=list(rule_kinds),
                                          follow=follow, backlog=backlog)

@@ -42,6 +42,7 @@ class Daemon:
         self.started = time.time_ns()
         self.capabilities: list[probes.Capability] = []
         self.bpf: SensorBPF | None = None
+        self.quarantine = None
         self.pipeline: Pipeline | None = None
         self.server = None
 
@@ -67,7 +68,14 @@ class Daemon:
         for cap in self.capabilities:
             if cap.name.startswith("tracepoint") and not cap.available:
                 log.warning("%s: %s", cap.name, cap.detail)
-        self.pipeline = Pipeline(profiles, self.bpf, self.bus, self.audit_only)
+        from .quarantine import Quarantine
+        self.quarantine = Quarantine()
+        available, why = self.quarantine.available
+        if available:
+            available, why = self.quarantine.prepare()  # compile now, not during the first incident
+        if not available:
+            log.warning("quarantine degraded: %s", why)
+        self.pipeline = Pipeline(profiles, self.bpf, self.bus, self.audit_only, self.quarantine)
         self.source = RingBufferSource(self.bpf)
         try:
             policies = self.pipeline.install_kernel_policies()
@@ -107,6 +115,8 @@ class Daemon:
         self.stopping.set()
         if self.server is not None:
             self.server.stop(grace=1).wait()
+        if self.quarantine is not None:
+            self.quarantine.close()  # quarantined trees stay frozen: forensics outlive the daemon
         if self.bpf is not None:
             self.bpf.close()
         for address in self.listen:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import psutil
@@ -18,6 +20,7 @@ from . import enforce
 from .alerts import AlertBus, build_alert, complete_action, log_line
 from .correlate import Target, decide
 from .decode import ConnectEvent, DecodeError, Event, ExecEvent, ExitEvent, ForkEvent, OpenEvent, decode
+from .incidents import Incident, IncidentStore
 from .kernel_rules import KernelPolicy, compile_policy
 from .processes import AgentInstance, ProcessTable, cgroup_path, start_ticks, user_name
 from .profiles import Profile, ProcessFacts, find_profile
@@ -26,8 +29,11 @@ from . import abi
 log = logging.getLogger("agent-sensor")
 
 
+RECENT_EVENTS = 50  # per agent run, for the incident record
+
+
 class TrackError(ValueError):
-    pass
+    """A request about agents or incidents that cannot be honoured; the message says why."""
 
 
 def is_launcher(event: ExecEvent) -> bool:
@@ -56,9 +62,13 @@ class Counters:
 
 
 class Pipeline:
-    def __init__(self, profiles: list[Profile], sensor_bpf, bus: AlertBus, audit_only: bool = False):
+    def __init__(self, profiles: list[Profile], sensor_bpf, bus: AlertBus, audit_only: bool = False,
+                 quarantine=None):
         self.profiles = profiles
         self.audit_only = audit_only
+        self.quarantine = quarantine  # quarantine.Quarantine, or None: quarantine acts as kill
+        self.incidents = IncidentStore()
+        self.recent: dict[int, deque[str]] = {}  # root pid -> the agent's last events, for incidents
         self.slots = {p.name: i for i, p in enumerate(profiles)}
         self.bpf = sensor_bpf
         self.bus = bus
@@ -203,6 +213,7 @@ class Pipeline:
         agent = info.agent if info else None
         if agent is not None and not self.table.agent_processes(agent):
             self.instances.pop(agent.root_pid, None)
+            self.recent.pop(agent.root_pid, None)
             self.bpf.forget_doomed(agent.root_pid)
             log.info("agent %s ended", agent.id)
 
@@ -211,6 +222,7 @@ class Pipeline:
         if agent is None:
             return
         target = self._target(event)
+        self._remember(agent, event, target)
         verdict = decide(event, agent.profile, target)
         if verdict is None:
             if event.hdr.kernel_action:
@@ -224,13 +236,69 @@ class Pipeline:
         self.bus.publish(alert)
         log.warning("%s", log_line(alert))
 
+    def _remember(self, agent: AgentInstance, event: Event, target: Target | None) -> None:
+        what = target.canonical if target else getattr(event, "filename", "") or (
+            f"{getattr(event, 'address', '')}:{getattr(event, 'port', '')}")
+        self.recent.setdefault(agent.root_pid, deque(maxlen=RECENT_EVENTS)).append(
+            f"pid {event.hdr.pid} {event.kind} {what}")
+
+    def _quarantine(self, event: Event, agent: AgentInstance, alert) -> None:
+        """Hold the whole agent run for forensics: the kernel stops every member at its next
+        traced syscall, the mechanism freezes the tree in its own cgroup and cuts its network."""
+        self.bpf.doom(agent.root_pid, abi.KernelAction.STOP)
+        members = sorted(pid for pid, t in self.bpf.tracked().items() if t.root_pid == agent.root_pid)
+        incident_id = self.incidents.new_id()
+        isolation = self.quarantine.isolate(incident_id, members)
+        from .quarantine import collect_facts  # psutil/pyroute2 walk, only when it is needed
+        self.incidents.add(Incident(
+            id=incident_id, agent=agent.profile.name, instance_id=agent.id, root_pid=agent.root_pid,
+            rule=alert.rule.name, reason=alert.reason, alert_id=alert.id, created_ns=time.time_ns(),
+            isolation=isolation, facts=collect_facts(isolation.pids or members),
+            last_events=list(self.recent.get(agent.root_pid, ()))))
+        alert.action.incident_id = incident_id
+        complete_action(alert, isolation.frozen or isolation.method == "sigstop",
+                        f"incident {incident_id}: {isolation.detail}", isolation.pids,
+                        event.hdr.kernel_action != abi.KernelAction.NONE)
+
+    def release_incident(self, incident_id: str) -> Incident:
+        with self.lock:
+            incident = self._open_incident(incident_id)
+            self.bpf.forget_doomed(incident.root_pid)  # before the thaw, or members stop again
+            result = self.quarantine.release(incident.isolation)
+            incident.state = "released"
+            incident.history.append(f"released: {result}")
+            return incident
+
+    def kill_incident(self, incident_id: str) -> Incident:
+        with self.lock:
+            incident = self._open_incident(incident_id)
+            self.bpf.doom(incident.root_pid, abi.KernelAction.KILL)
+            result = self.quarantine.kill(incident.isolation)
+            incident.state = "killed"
+            incident.history.append(f"killed: {result}")
+            return incident
+
+    def _open_incident(self, incident_id: str) -> Incident:
+        incident = self.incidents.get(incident_id)
+        if incident is None:
+            raise TrackError(f"no incident {incident_id!r}")
+        if incident.state != "quarantined":
+            raise TrackError(f"incident {incident_id} is already {incident.state}")
+        return incident
+
     def _act(self, action: str, event: Event, agent: AgentInstance, alert) -> None:
         in_kernel = event.hdr.kernel_action != abi.KernelAction.NONE
         if self.audit_only and action != "alert":
             alert.action.audit_only = True
             complete_action(alert, True, f"audit-only: would have {'killed' if action == 'kill' else 'quarantined'} "
                                          f"the agent's process tree")
-        elif action == "kill":
+        elif action == "quarantine" and self.incidents.open_for(agent.root_pid) is not None:
+            incident = self.incidents.open_for(agent.root_pid)
+            alert.action.incident_id = incident.id
+            complete_action(alert, True, f"already quarantined as incident {incident.id}")
+        elif action == "quarantine" and self.quarantine is not None:
+            self._quarantine(event, agent, alert)
+        elif action in ("kill", "quarantine"):
             ticks = {p.pid: p.start_ticks for p in self.table.agent_processes(agent)}
             result = enforce.kill_tree(self.bpf, agent.root_pid, ticks)
             if in_kernel:

@@ -17,7 +17,8 @@ The cgroup method (cgroup v2; on a hybrid layout the v2 hierarchy is /sys/fs/cgr
    Hence two programs: `as_isolate_all` (drop everything) on the incident cgroup for sockets
    opened from now on, and `as_isolate_sock` at the v2 root, which drops the packets of the
    sockets the processes already held, matched by socket cookie (found with sock_diag, else
-   pidfd_getfd + SO_COOKIE). The root program runs only while some isolation needs it.
+   pidfd_getfd + SO_COOKIE). The root program sees every inet packet of the machine (one hash
+   lookup each), so it is attached only while some isolation holds such sockets.
    Unix sockets are not network and are not cut (a frozen process cannot use them anyway).
 
 The fallback, when there is no usable cgroup v2 (not mounted, no permission, no cgroup.freeze) or
@@ -502,6 +503,7 @@ class Quarantine:
         self._root_fd: int | None = None
         self._root_attached: list[int] = []
         self._swept = False
+        self._prog_ids: set[int] = set()
 
     # -- capability -------------------------------------------------------------------------
     @property
@@ -529,6 +531,12 @@ class Quarantine:
                 return False, "this kernel's cgroup v2 has no freezer (cgroup.freeze, Linux >= 5.2)"
         return True, f"cgroup v2 at {self.root}: incidents under {self.parent_dir}"
 
+    @property
+    def program_ids(self) -> set[int]:
+        """Kernel ids of every isolate.c program this object has loaded (kept after close(), to
+        tell its attachments from those of another sensor in `bpftool cgroup tree`)."""
+        return set(self._prog_ids)
+
     def prepare(self) -> tuple[bool, str]:
         """Compile bpf/isolate.c now rather than at the first isolation (optional)."""
         with self._lock:
@@ -537,6 +545,10 @@ class Quarantine:
 
     # -- isolate ----------------------------------------------------------------------------
     def isolate(self, incident_id: str, pids: list[int]) -> Isolation:
+        """Move pids and all their descendants into a frozen incident cgroup and cut their
+        network; SIGSTOP them instead when that is impossible (see Isolation.detail). A process
+        already gone is skipped. Raises ValueError only for an incident id that cannot name a
+        cgroup or is already isolated by this object."""
         if not INCIDENT_ID.match(incident_id or ""):
             raise ValueError(f"incident id {incident_id!r} is not usable as a cgroup name")
         with self._lock:
@@ -604,6 +616,9 @@ class Quarantine:
             isolation.network_cut = cut
             if why:
                 warnings.append(why)
+        stopped = [p for p in members if (st := _stat(p)) is not None and st.state == "T"]
+        if stopped:
+            warnings.append(f"also job-control stopped (SIGSTOP) before isolation: {_fmt(stopped)}")
         missing = sorted(set(pids) - set(members))
         summary = (f"{len(members)} process(es) moved to {cg} and " + ("frozen" if frozen else "freezing")
                    + (", network cut" if isolation.network_cut else ", network NOT cut"))
@@ -684,6 +699,7 @@ class Quarantine:
                 prog_id = _prog_id_of(f"/proc/self/fdinfo/{fn.fd}")
                 if prog_id is not None:
                     _LIVE_PROG_IDS.add(prog_id)
+                    self._prog_ids.add(prog_id)
         return True
 
     def _cut_network(self, inc: _Incident) -> tuple[bool, str | None]:
@@ -786,10 +802,12 @@ class Quarantine:
         return self._detach_incident(inc) + self._remove_cookies(inc)
 
     # -- release / kill ---------------------------------------------------------------------
-    def release(self, isolation: Isolation) -> str:
+    def release(self, isolation: Isolation, resume_stopped: bool = True) -> str:
         """Undo isolate(): restore the network, move every process back where it came from
         (they resume as they leave the frozen cgroup: moving them while still frozen means none
         can fork into the incident cgroup meanwhile), thaw and remove the incident cgroup.
+        A process that was also job-control stopped (the kernel's STOP action for quarantine
+        sends SIGSTOP before the daemon isolates) gets SIGCONT unless resume_stopped is False.
         Works on an Isolation made by another (closed or crashed) Quarantine too; for "sigstop"
         the pids are then signalled without the start-time check against pid reuse."""
         with self._lock:
@@ -821,8 +839,15 @@ class Quarantine:
                     errors.append(f"thaw: {exc.strerror}")
                 _wait_event(cg, "frozen", "0", FREEZE_WAIT_S)
             removed = self._rmdir(cg)
+            ticks = inc.ticks if inc else {}
+            stopped = [p for p in moved if (st := _stat(p)) is not None and st.state == "T"]
+            continued = [p for p in stopped if resume_stopped and _signal(p, signal.SIGCONT, ticks.get(p))]
             summary = (f"released {len(moved)} process(es) to their original cgroups: {_fmt(moved)}" if moved
                        else "no process was left in the incident cgroup")
+            if continued:
+                summary += f"; SIGCONT to {len(continued)} that were also stopped: {_fmt(continued)}"
+            elif stopped:
+                summary += f"; still stopped (SIGSTOP, not resumed): {_fmt(stopped)}"
             summary += "; network restored" if isolation.network_cut and not errors else ""
             summary += f"; {cg} removed" if removed else f"; WARNING: {cg} could not be removed"
             if errors:

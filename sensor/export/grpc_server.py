@@ -63,6 +63,27 @@ class Servicer(pb_grpc.SensorServiceServicer):
     def ListProfiles(self, request, context):
         return pb.ListProfilesResponse(profiles=self.daemon.profile_summaries())
 
+    def ListIncidents(self, request, context):
+        return pb.ListIncidentsResponse(incidents=[incident_message(i) for i in self.daemon.pipeline.incidents.all()])
+
+    def GetIncident(self, request, context):
+        incident = self.daemon.pipeline.incidents.get(request.id)
+        if incident is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no incident {request.id!r}")
+        return incident_message(incident)
+
+    def ReleaseIncident(self, request, context):
+        return self._incident_action(self.daemon.pipeline.release_incident, request, context)
+
+    def KillIncident(self, request, context):
+        return self._incident_action(self.daemon.pipeline.kill_incident, request, context)
+
+    def _incident_action(self, action, request, context):
+        try:
+            return incident_message(action(request.id))
+        except TrackError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
     def TrackProcess(self, request, context):
         if request.pid <= 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "pid must be a positive process id")
@@ -71,6 +92,37 @@ class Servicer(pb_grpc.SensorServiceServicer):
         except TrackError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return pb.TrackProcessResponse(instance_id=agent.id)
+
+
+def _endpoint(end: dict | None) -> str:
+    if not end:
+        return ""
+    address, port = end.get("address", ""), end.get("port")
+    return f"[{address}]:{port}" if ":" in str(address) else f"{address}:{port}"
+
+
+def _incident_process(facts: dict) -> pb.IncidentProcess:
+    process = pb.Process(pid=facts["pid"], ppid=facts.get("ppid") or 0, exe=facts.get("exe") or "",
+                         cmdline=facts.get("cmdline") or [], user=facts.get("user") or "",
+                         uid=facts.get("uid") or 0, start_ticks=facts.get("start_ticks") or 0)
+    files = [pb.OpenFile(fd=f["fd"], target=f["target"]) for f in facts.get("open_files", [])]
+    sockets = [pb.OpenSocket(family=s.get("family") or "", protocol=s.get("protocol") or "",
+                             state=str(s.get("state") or ""), local=_endpoint(s.get("local")) or s.get("path") or "",
+                             remote=_endpoint(s.get("remote")), inode=s.get("inode") or 0)
+               for s in facts.get("sockets", [])]
+    return pb.IncidentProcess(process=process, state=facts.get("state") or "", files=files, sockets=sockets)
+
+
+def incident_message(incident) -> pb.Incident:
+    iso = incident.isolation
+    message = pb.Incident(
+        id=incident.id, agent=incident.agent, instance_id=incident.instance_id, root_pid=incident.root_pid,
+        rule=incident.rule, reason=incident.reason, alert_id=incident.alert_id, state=incident.state,
+        method=iso.method, cgroup=iso.cgroup or "", frozen=iso.frozen, network_cut=iso.network_cut,
+        detail=iso.detail, processes=[_incident_process(p) for p in incident.facts.get("processes", [])],
+        last_events=incident.last_events, history=incident.history)
+    message.created.FromNanoseconds(incident.created_ns)
+    return message
 
 
 def _prepare_unix_socket(address: str) -> None:

@@ -10,6 +10,7 @@ Each ACTION is done in order; then the agent prints "done" and sleeps, so a test
   connect-denied   connect to 127.0.0.1 on a port the profile does not allow
   exec-denied      run /usr/bin/sleep (not in the profile's exec list)
   fork-secret      fork a child that reads /etc/shadow; print "child PID"; wait for it
+  hold-connection  connect to the allowed port and keep the connection open
   fork-storm       keep forking children (some spin without syscalls, some double-fork and
                    setsid), each writing its pid to WORKSPACE/out/storm, while the parent
                    writes outside files.write (a user-space kill lands mid-storm)
@@ -94,6 +95,8 @@ def main() -> None:
             subprocess.run(["/usr/bin/sleep", "30"], stdout=subprocess.DEVNULL)
         elif action == "fork-secret":
             fork_secret()
+        elif action == "hold-connection":
+            held = socket.create_connection(("127.0.0.1", port), timeout=5)  # noqa: F841 - kept open
         elif action == "fork-storm":
             fork_storm(workspace)
         else:

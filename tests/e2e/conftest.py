@@ -50,7 +50,7 @@ class Daemon:
     def cli(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run a client command against this daemon (--server goes right after the command name,
         before any `--`)."""
-        words = 2 if args[0] == "profiles" else 1
+        words = 2 if args[0] in ("profiles", "quarantine") else 1
         argv = [CLI, *args[:words], "--server", self.server, *args[words:]]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=check)
 
@@ -67,13 +67,16 @@ class Daemon:
                 return found
             time.sleep(0.1)
 
-    def run_agent(self, profile: str, *actions: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        """`agent-sensor exec --profile P -- python3 agent_actions.py ...`; the returned pid is the
+    def start_agent(self, profile: str, *actions: str) -> subprocess.Popen:
+        """`agent-sensor exec --profile P -- python3 agent_actions.py ...`; the Popen's pid is the
         agent's (exec replaces the CLI process)."""
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [CLI, "exec", "--server", self.server, "--profile", profile, "--",
              SYSTEM_PYTHON, str(self.workspace / "agent_actions.py"), str(self.workspace), str(self.port), *actions],
             cwd=self.workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def run_agent(self, profile: str, *actions: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        proc = self.start_agent(profile, *actions)
         out, err = proc.communicate(timeout=timeout)
         result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         result.pid = proc.pid
@@ -132,6 +135,7 @@ def daemon(tmp_path_factory, listener):
     profiles.mkdir()
     (profiles / "kill.yaml").write_text(profile_yaml("e2e-kill", workspace, port, "kill"))
     (profiles / "alert.yaml").write_text(profile_yaml("e2e-alert", workspace, port, "alert"))
+    (profiles / "quarantine.yaml").write_text(profile_yaml("e2e-quarantine", workspace, port, "quarantine"))
     (profiles / "match.yaml").write_text(profile_yaml(
         "e2e-match", workspace, port, "alert",
         match='match:\n  exe: ["/usr/bin/python3*"]\n  cmdline: ["*match_agent.py*"]'))

@@ -72,7 +72,7 @@ def test_status_reports_capabilities_profiles_and_counters(daemon):
                  "kernel_memory_reads", "tracepoint syscalls:sys_enter_openat"):
         assert name in caps, name
     assert caps["tracepoint syscalls:sys_enter_openat"]["available"] is True
-    assert {p["name"] for p in st["profiles"]} == {"e2e-kill", "e2e-alert", "e2e-match"}
+    assert {p["name"] for p in st["profiles"]} == {"e2e-kill", "e2e-alert", "e2e-match", "e2e-quarantine"}
     assert st["version"] and st["listen"] == [daemon.server]
     assert "open" in st["events"] and "open" in st["ring_buffer_drops"]
     text = daemon.cli("status").stdout
@@ -97,8 +97,10 @@ def test_stop_detaches_every_program_and_removes_the_socket(tmp_path):
     (profiles / "p.yaml").write_text(profile_yaml("e2e-teardown", tmp_path, 1, "alert"))
     before = _sensor_programs()
     proc, server, log = start_daemon(tmp_path, profiles)
-    assert _sensor_programs() > before
-    assert stop_daemon(proc, log) == 0
+    try:
+        assert _sensor_programs() > before
+    finally:
+        assert stop_daemon(proc, log) == 0
     assert _sensor_programs() == before
     assert not Path(server.removeprefix("unix://")).exists()
 
