@@ -105,12 +105,16 @@ static __always_inline void emit(void *event, u64 size, u32 type)
  * agent run is marked, so its other members are stopped at their next traced syscall. */
 static __always_inline u32 act(struct tracked_proc *t, u32 action)
 {
+#ifdef SENSOR_SEND_SIGNAL
 	if (action == KERNEL_ACTION_KILL)
 		bpf_send_signal(SIGKILL);
 	else if (action == KERNEL_ACTION_STOP)
 		bpf_send_signal(SIGSTOP);
 	else
 		return KERNEL_ACTION_NONE;
+#else
+	return KERNEL_ACTION_NONE; /* no bpf_send_signal (kernel < 5.3): user space acts */
+#endif
 	u32 root = t->root_pid;
 	doomed.update(&root, &action);
 	return action;

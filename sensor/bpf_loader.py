@@ -81,8 +81,9 @@ def _write_field(struct, field, data: bytes) -> None:
 
 
 class SensorBPF:
-    def __init__(self, bpf_dir: Path = BPF_DIR):
+    def __init__(self, bpf_dir: Path = BPF_DIR, send_signal: bool = True):
         self.bpf_dir = bpf_dir
+        self.send_signal = send_signal  # without it the kernel observes and user space acts
         self._bpf = None
         self.capabilities: list[Capability] = []
 
@@ -101,6 +102,8 @@ class SensorBPF:
         # warnings say nothing about the sensor's own code.
         cflags = [f"-I{self.bpf_dir}", "-w"]
         cflags += [flag for p, flag in OPTIONAL_DEFINES.items() if p in present]
+        if self.send_signal:
+            cflags.append("-DSENSOR_SEND_SIGNAL")
         if tracepoint_has_field("sched", "sched_process_exit", "group_dead"):
             cflags.append("-DHAVE_FIELD_sched_process_exit_group_dead")
         text = PRELUDE + "".join(f'#line 1 "{name}"\n' + (self.bpf_dir / name).read_text()

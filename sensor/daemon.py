@@ -60,7 +60,11 @@ class Daemon:
                                                          "yes" if cap.available else "NO", cap.detail)
         if missing:
             raise StartupError("cannot start: " + "; ".join(f"{c.name}: {c.detail}" for c in missing))
-        self.bpf = SensorBPF()
+        send_signal = next(c.available for c in self.capabilities if c.name == "bpf_send_signal")
+        if not send_signal:
+            log.warning("no bpf_send_signal: nothing is enforced in the kernel; kills and quarantines "
+                        "come from user space, after the syscall")
+        self.bpf = SensorBPF(send_signal=send_signal)
         try:
             self.capabilities += self.bpf.load()
         except LoadError as exc:
@@ -75,7 +79,9 @@ class Daemon:
             available, why = self.quarantine.prepare()  # compile now, not during the first incident
         if not available:
             log.warning("quarantine degraded: %s", why)
-        self.pipeline = Pipeline(profiles, self.bpf, self.bus, self.audit_only, self.quarantine)
+        # Without bpf_send_signal the kernel cannot act: policies compile as audit-only there.
+        self.pipeline = Pipeline(profiles, self.bpf, self.bus, self.audit_only, self.quarantine,
+                                 kernel_enforcement=send_signal)
         self.source = RingBufferSource(self.bpf)
         try:
             policies = self.pipeline.install_kernel_policies()

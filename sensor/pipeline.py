@@ -63,9 +63,10 @@ class Counters:
 
 class Pipeline:
     def __init__(self, profiles: list[Profile], sensor_bpf, bus: AlertBus, audit_only: bool = False,
-                 quarantine=None):
+                 quarantine=None, kernel_enforcement: bool = True):
         self.profiles = profiles
         self.audit_only = audit_only
+        self.kernel_enforcement = kernel_enforcement and not audit_only
         self.quarantine = quarantine  # quarantine.Quarantine, or None: quarantine acts as kill
         self.incidents = IncidentStore()
         self.recent: dict[int, deque[str]] = {}  # root pid -> the agent's last events, for incidents
@@ -83,7 +84,7 @@ class Pipeline:
         """Each profile's conclusive rules, enforced by the kernel at the syscall."""
         policies = {}
         for slot, profile in enumerate(self.profiles):
-            policies[profile.name] = compile_policy(profile, self.audit_only)
+            policies[profile.name] = compile_policy(profile, audit_only=not self.kernel_enforcement)
             self.bpf.set_policy(slot, policies[profile.name])
         return policies
 

@@ -95,10 +95,10 @@ def wait_ready(server: str, proc: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"daemon not ready after {READY_DEADLINE_S}s:\n{log.read_text()}")
 
 
-def start_daemon(tmp: Path, profiles_dir: Path) -> tuple[subprocess.Popen, str, Path]:
+def start_daemon(tmp: Path, profiles_dir: Path, *extra: str) -> tuple[subprocess.Popen, str, Path]:
     server = f"unix://{tmp}/run/sensor.sock"
     log = tmp / "daemon.log"
-    proc = subprocess.Popen([CLI, "run", "-v", "--profiles", str(profiles_dir), "--listen", server],
+    proc = subprocess.Popen([CLI, "run", "-v", "--profiles", str(profiles_dir), "--listen", server, *extra],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
     wait_ready(server, proc, log)
     return proc, server, log

@@ -166,3 +166,28 @@ def test_children_forked_around_the_kill_do_not_survive(daemon):
     assert len(children) >= 10, "the storm was running when the kill came"
     survivors = [pid for pid in children if not gone(pid)]
     assert survivors == []
+
+
+def test_audit_only_enforces_nothing_and_says_what_it_would_have_done(tmp_path, listener):
+    import shutil
+    from .conftest import HERE, Daemon, profile_yaml, start_daemon, stop_daemon
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "data.txt").write_text("x\n")
+    shutil.copy(HERE / "agent_actions.py", workspace / "agent_actions.py")
+    port = listener.getsockname()[1]
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "p.yaml").write_text(profile_yaml("e2e-audit", workspace, port, "kill"))
+    proc, server, log = start_daemon(tmp_path, tmp_path / "profiles", "--audit-only")
+    try:
+        d = Daemon(proc, server, log, workspace, port)
+        run = d.run_agent("e2e-audit", "secret", "connect-denied")
+        assert run.returncode == 0 and "done" in run.stdout, run.stderr  # nothing was enforced
+        alerts = d.alerts_for(run.pid, expect=2)
+        assert [a["rule"]["kind"] for a in alerts] == ["RULE_KIND_SECRET_ACCESS", "RULE_KIND_NETWORK_CONNECT"]
+        for a in alerts:
+            assert a["action"]["kind"] == "ACTION_KIND_KILL" and a["action"]["audit_only"] is True
+            assert a["action"]["result"] == "audit-only: would have killed the agent's process tree"
+            assert not a["action"].get("in_kernel")
+    finally:
+        assert stop_daemon(proc, log) == 0

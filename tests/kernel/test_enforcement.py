@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -237,3 +238,40 @@ def test_alert_action_never_kills_in_the_kernel(tracker, spawn, policy, secret, 
     assert child.wait() == 0
     evs = events.wait_for([child.pid], lambda evs: any(getattr(e, "path", "") == str(secret) for e in evs))
     assert all(e.hdr.kernel_action == abi.KernelAction.NONE for e in evs)
+
+
+def test_without_send_signal_the_kernel_only_observes(tmp_path, secret):
+    """A kernel without bpf_send_signal (< 5.3) still loads the programs; a secret hit is
+    reported but not acted on (user space acts instead). Loaded separately, as that kernel
+    would, with the same profile as the kill tests."""
+    import subprocess
+    import sys
+    import textwrap
+    script = tmp_path / "nosignal.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, time
+        from sensor.bpf_loader import SensorBPF
+        from sensor.decode import decode
+        from sensor.kernel_rules import compile_policy
+        from sensor.profiles import load_profile_file
+        sensor = SensorBPF(send_signal=False)
+        sensor.load()
+        got = []
+        sensor.open_events(lambda data: got.append(decode(data)))
+        open("{tmp_path}/p.yaml", "w").write('name: x\\nsecrets: ["{secret}"]\\non_violation: kill\\n')
+        sensor.set_policy(1, compile_policy(load_profile_file("{tmp_path}/p.yaml", homes=["/root"])))
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(0.2)
+            open("{secret}").read()
+            os._exit(0)
+        sensor.track(pid, 1, pid)
+        _, status = os.waitpid(pid, 0)
+        sensor.poll(200)
+        hits = [e for e in got if getattr(e, "path", "") == "{secret}"]
+        print(os.waitstatus_to_exitcode(status), len(hits), int(hits[0].hdr.kernel_action) if hits else -1)
+        os._exit(0)
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         cwd=str(Path(__file__).resolve().parents[2]))
+    assert out.stdout.split() == ["0", "1", "0"], out.stderr[-2000:]
