@@ -48,6 +48,7 @@ enum exec_flags {
 	EXEC_ARGV_TRUNCATED = 4,
 	EXEC_NO_ARGS = 8,             /* the syscall-entry half was missed: filename/argv are empty */
 	EXEC_EXECVEAT = 16,
+	EXEC_DENIED = 32,             /* exec_deny matched at syscall entry: sent at once, the exec never completes */
 };
 
 /* What the kernel itself did about an event, at the syscall, before user space saw it. */
@@ -61,6 +62,7 @@ enum kernel_action {
 enum enforce_flags {
 	ENFORCE_SECRETS = 1, /* absolute paths matched against secret_paths */
 	ENFORCE_CONNECT = 2, /* inet connects matched against allowed_dests */
+	ENFORCE_EXEC = 4,    /* absolute exec names matched against denied_execs */
 };
 
 enum tracked_flags {
@@ -141,10 +143,10 @@ struct slot_policy {
 	__u32 flags;          /* enum enforce_flags */
 	__u32 secret_action;  /* enum kernel_action */
 	__u32 connect_action; /* enum kernel_action */
-	__u32 reserved;
+	__u32 exec_action;    /* enum kernel_action */
 };
 
-/* LPM key of secret_paths: slot, then path bytes. An exact path's prefix includes its NUL; a
+/* LPM key of secret_paths and denied_execs: slot, then path bytes. An exact path's prefix includes its NUL; a
  * directory's ("dir/**") ends at its trailing slash. */
 struct path_lpm_key {
 	__u32 prefixlen; /* bits: 32 for the slot + 8 per path byte */

@@ -6,17 +6,10 @@
 static __always_inline void enforce_secrets(struct tracked_proc *t, struct open_event *e, long n)
 {
 	struct slot_policy *policy = policy_of(t);
-	if (!policy || !(policy->flags & ENFORCE_SECRETS) || n <= 1 || n > SENSOR_LPM_PATH_MAX ||
-	    e->path[0] != '/')
+	if (!policy || !(policy->flags & ENFORCE_SECRETS))
 		return;
-	u32 zero = 0;
-	struct path_lpm_key *key = path_key_scratch.lookup(&zero);
-	if (!key)
-		return;
-	key->prefixlen = 32 + 8 * n; /* the NUL included: exact entries must match whole paths */
-	key->slot = t->slot;
-	__builtin_memcpy(key->path, e->path, SENSOR_LPM_PATH_MAX);
-	if (secret_paths.lookup(key))
+	struct path_lpm_key *key = path_key(t, e->path, n);
+	if (key && secret_paths.lookup(key))
 		e->hdr.kernel_action = act(t, policy->secret_action);
 }
 

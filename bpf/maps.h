@@ -16,6 +16,7 @@ BPF_HASH(exec_match, struct exec_key, u32, 1024);
  * kernel has acted on, so every member is stopped at its next traced syscall too. */
 BPF_ARRAY(slot_policy, struct slot_policy, SENSOR_MAX_SLOTS);
 BPF_LPM_TRIE(secret_paths, struct path_lpm_key, u32, 4096);
+BPF_LPM_TRIE(denied_execs, struct path_lpm_key, u32, 1024);
 BPF_LPM_TRIE(allowed_dests, struct addr_lpm_key, struct port_ranges, 4096);
 BPF_HASH(doomed, u32, u32, 1024);
 
@@ -124,6 +125,23 @@ static __always_inline struct slot_policy *policy_of(struct tracked_proc *t)
 {
 	u32 slot = t->slot;
 	return slot_policy.lookup(&slot);
+}
+
+/* The path-trie key for an absolute path (n bytes with its NUL, already read), or NULL if the
+ * kernel cannot judge it. The NUL is part of the key, so exact entries match whole paths and
+ * `dir/` entries prefixes. */
+static __always_inline struct path_lpm_key *path_key(struct tracked_proc *t, const char *path, long n)
+{
+	if (n <= 1 || n > SENSOR_LPM_PATH_MAX || path[0] != '/')
+		return NULL;
+	u32 zero = 0;
+	struct path_lpm_key *key = path_key_scratch.lookup(&zero);
+	if (!key)
+		return NULL;
+	key->prefixlen = 32 + 8 * n;
+	key->slot = t->slot;
+	__builtin_memcpy(key->path, path, SENSOR_LPM_PATH_MAX);
+	return key;
 }
 
 /* The tracked entry of the calling process if its events are wanted, else NULL: the one map

@@ -1,6 +1,27 @@
 /* Process lifecycle: exec (every process, so user space can recognise new agents), fork
  * (tracking is inherited in the kernel before the child runs) and exit (entries leave the map). */
 
+/* A tracked process asking to run a program its profile denies (exec_deny): the kernel acts at
+ * execve entry, so the program never runs an instruction, and the event is sent now because the
+ * exec may never complete. */
+static __always_inline int exec_denied(struct exec_event *e, long n)
+{
+	struct tracked_proc *t = current_tracked();
+	if (!t)
+		return 0;
+	struct slot_policy *policy = policy_of(t);
+	if (!policy || !(policy->flags & ENFORCE_EXEC))
+		return 0;
+	struct path_lpm_key *key = path_key(t, e->filename, n);
+	if (!key || !denied_execs.lookup(key))
+		return 0;
+	fill_header(&e->hdr, EVENT_EXEC, t->slot);
+	e->hdr.kernel_action = act(t, policy->exec_action);
+	e->flags |= EXEC_DENIED;
+	emit(e, sizeof(*e), EVENT_EXEC);
+	return 1;
+}
+
 /* First half of exec: the filename and argv are user memory that is gone after the exec, so copy
  * them now and emit at sched_process_exec, which only fires for an exec that succeeded. */
 static __always_inline int exec_enter(int dirfd, const char *filename,
@@ -58,6 +79,8 @@ static __always_inline int exec_enter(int dirfd, const char *filename,
 	}
 done:
 	e->argv_len = off;
+	if (exec_denied(e, n))
+		return 0;
 	exec_stash.update(&tid, e);
 	return 0;
 }

@@ -46,6 +46,7 @@ class ExecFlags(enum.IntFlag):
     ARGV_TRUNCATED = 4
     NO_ARGS = 8
     EXECVEAT = 16
+    DENIED = 32
 
 
 class KernelAction(enum.IntEnum):
@@ -57,6 +58,7 @@ class KernelAction(enum.IntEnum):
 class EnforceFlags(enum.IntFlag):
     SECRETS = 1
     CONNECT = 2
+    EXEC = 4
 
 
 class TrackedFlags(enum.IntFlag):
@@ -142,7 +144,7 @@ class SlotPolicy(ctypes.Structure):
         ("flags", ctypes.c_uint32),
         ("secret_action", ctypes.c_uint32),
         ("connect_action", ctypes.c_uint32),
-        ("reserved", ctypes.c_uint32),
+        ("exec_action", ctypes.c_uint32),
     ]
 
 

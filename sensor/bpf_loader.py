@@ -160,11 +160,13 @@ class SensorBPF:
         """Load one slot's compiled rules (sensor/kernel_rules.py) into the enforcement maps."""
         if slot >= abi.MAX_SLOTS:
             raise LoadError(f"at most {abi.MAX_SLOTS} profiles can be enforced in the kernel")
-        secrets, dests = self.bpf[b"secret_paths"], self.bpf[b"allowed_dests"]
-        for prefix in policy.secrets:
-            key = abi.PathLpmKey(prefixlen=prefix.prefix_bits, slot=slot)
-            _write_field(key, abi.PathLpmKey.path, prefix.path)
-            secrets[key] = ctypes.c_uint32(1)
+        for name, prefixes in ((b"secret_paths", policy.secrets), (b"denied_execs", policy.denied_execs)):
+            trie = self.bpf[name]
+            for prefix in prefixes:
+                key = abi.PathLpmKey(prefixlen=prefix.prefix_bits, slot=slot)
+                _write_field(key, abi.PathLpmKey.path, prefix.path)
+                trie[key] = ctypes.c_uint32(1)
+        dests = self.bpf[b"allowed_dests"]
         for dest in policy.destinations:
             key = abi.AddrLpmKey(prefixlen=dest.prefix_bits, slot=slot)
             _write_field(key, abi.AddrLpmKey.addr, dest.network.network_address.packed)
@@ -174,12 +176,13 @@ class SensorBPF:
             dests[key] = ranges
         # Rules first, then the switch: the kernel never enforces a half-loaded slot.
         self.bpf[b"slot_policy"][ctypes.c_int(slot)] = abi.SlotPolicy(
-            flags=policy.flags, secret_action=policy.secret_action, connect_action=policy.connect_action)
+            flags=policy.flags, secret_action=policy.secret_action, connect_action=policy.connect_action,
+            exec_action=policy.exec_action)
 
     def clear_policy(self, slot: int) -> None:
         """Stop enforcing for a slot and drop its rules (switch first, then the rules)."""
         self.bpf[b"slot_policy"][ctypes.c_int(slot)] = abi.SlotPolicy()
-        for name in (b"secret_paths", b"allowed_dests"):
+        for name in (b"secret_paths", b"denied_execs", b"allowed_dests"):
             table = self.bpf[name]
             for key in [k for k in table.keys() if k.slot == slot]:
                 del table[key]

@@ -116,6 +116,11 @@ def _decide_exec(event: ExecEvent, profile: Profile, target: Target | None) -> V
     if event.agent_start:
         return None  # the agent's own launch: it is what the profile describes, not an action of it
     target = target or Target(event.filename, event.filename, resolved=False)
+    for spelling in target.spellings:
+        denied = profile.is_exec_denied(spelling)
+        if denied is not None:
+            return _verdict(profile, RuleKind.EXEC, "exec", denied.text,
+                            f"executed {spelling}, which exec_deny forbids", spelling)
     # Either spelling may allow it: the literal path (e.g. /usr/bin/python3) is what the user
     # wrote in the profile, the canonical one (python3.11) is the file that runs.
     if any(profile.may_exec(s) for s in target.spellings):

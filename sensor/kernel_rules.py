@@ -1,8 +1,8 @@
 """Compile a profile's hard rules into what the kernel can enforce by itself (pure, no I/O).
 
 Only rules whose kernel-side match is conclusive are compiled:
-- secrets: an absolute path equal to a literal secret, or under a literal directory (`dir/**`),
-  is a secret whatever else is true. Globs with wildcards elsewhere stay in user space.
+- secrets and exec_deny: an absolute path equal to a literal entry, or under a literal directory
+  (`dir/**`), is denied whatever else is true. Globs with wildcards elsewhere stay in user space.
 - network.connect (inet): an address and port are exactly what the kernel will use, so the
   allow-list is decided in the kernel in full.
 File and exec allow-lists are not compiled: the kernel sees a name as passed, and `/lib/x.so`
@@ -48,7 +48,9 @@ class KernelPolicy:
     flags: abi.EnforceFlags
     secret_action: abi.KernelAction
     connect_action: abi.KernelAction
+    exec_action: abi.KernelAction
     secrets: tuple[SecretPrefix, ...]
+    denied_execs: tuple[SecretPrefix, ...]
     destinations: tuple[DestinationPrefix, ...]
     user_space_only: tuple[str, ...]  # what was not compiled, and why: for status and docs
 
@@ -64,6 +66,18 @@ def _secret_prefixes(pattern: str) -> list[SecretPrefix] | None:
             return None
         return [SecretPrefix(base + b"\0", True), SecretPrefix(base + b"/", False)]
     return None
+
+
+def _path_prefixes(globs, rule: str, user_space_only: list[str]) -> tuple[SecretPrefix, ...]:
+    out: list[SecretPrefix] = []
+    for glob in globs:
+        for pattern in glob.expanded:
+            compiled = _secret_prefixes(pattern)
+            if compiled is None:
+                user_space_only.append(f"{rule} {pattern}: wildcard before the end, or too long")
+            else:
+                out.extend(compiled)
+    return tuple(dict.fromkeys(out))
 
 
 def _as_v6(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> ipaddress.IPv6Network:
@@ -105,16 +119,13 @@ def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
     secret_action = KERNEL_ACTIONS[profile.action_for("secrets")]
     connect_action = KERNEL_ACTIONS[profile.action_for("network.connect")]
 
-    secrets: list[SecretPrefix] = []
-    for glob in profile.secrets:
-        for pattern in glob.expanded:
-            compiled = _secret_prefixes(pattern)
-            if compiled is None:
-                user_space_only.append(f"secrets {pattern}: wildcard before the end, or too long")
-            else:
-                secrets.extend(compiled)
+    exec_action = KERNEL_ACTIONS[profile.action_for("exec")]
+    secrets = _path_prefixes(profile.secrets, "secrets", user_space_only)
     if secrets and secret_action != abi.KernelAction.NONE:
         flags |= abi.EnforceFlags.SECRETS
+    denied_execs = _path_prefixes(profile.exec_deny, "exec_deny", user_space_only)
+    if denied_execs and exec_action != abi.KernelAction.NONE:
+        flags |= abi.EnforceFlags.EXEC
 
     destinations = _destinations(profile)
     if destinations is None:
@@ -126,5 +137,5 @@ def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
     if audit_only:
         flags = abi.EnforceFlags(0)
     return KernelPolicy(flags=flags, secret_action=secret_action, connect_action=connect_action,
-                        secrets=tuple(dict.fromkeys(secrets)), destinations=destinations,
-                        user_space_only=tuple(user_space_only))
+                        exec_action=exec_action, secrets=secrets, denied_execs=denied_execs,
+                        destinations=destinations, user_space_only=tuple(user_space_only))

@@ -206,7 +206,8 @@ class Pipeline:
             return
         if event.flags & abi.ExecFlags.KERNEL_MATCHED and pid not in self.instances:
             self._start_agent(pid, self.profiles[event.hdr.slot], how="kernel-match", in_kernel=True)
-        self.table.on_exec(event)
+        if not event.flags & abi.ExecFlags.DENIED:  # a denied exec never completed
+            self.table.on_exec(event)
         self._judge(event)
 
     def _on_exit(self, event: ExitEvent) -> None:

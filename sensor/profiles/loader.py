@@ -30,7 +30,8 @@ from .schema import (
     ProfileError,
 )
 
-TOP_KEYS = ("name", "description", "match", "files", "secrets", "network", "exec", "on_violation", "actions")
+TOP_KEYS = ("name", "description", "match", "files", "secrets", "network", "exec", "exec_deny", "on_violation",
+            "actions")
 MATCH_KEYS = ("exe", "cmdline", "user", "cgroup")
 FILES_KEYS = ("read", "write")
 NETWORK_KEYS = ("connect",)
@@ -323,6 +324,7 @@ class _ProfileChecker:
         secrets = self.path_globs(fields["secrets"], "secrets") if "secrets" in fields else ()
         connect = self.network(fields["network"]) if "network" in fields else ()
         execs = self.path_globs(fields["exec"], "exec") if "exec" in fields else ()
+        exec_deny = self.path_globs(fields["exec_deny"], "exec_deny") if "exec_deny" in fields else ()
         on_violation = (
             self.on_violation(fields["on_violation"]) if "on_violation" in fields else DEFAULT_ON_VIOLATION
         )
@@ -342,6 +344,7 @@ class _ProfileChecker:
             secrets=secrets,
             network_connect=connect,
             exec=execs,
+            exec_deny=exec_deny,
             on_violation=on_violation,
             actions=actions,
         )

@@ -20,6 +20,7 @@ NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 ON_VIOLATION_CHOICES = ("alert", "kill", "quarantine")
 # The rules a profile defines, by the key that holds them: `actions` may set one per rule.
 RULE_NAMES = ("secrets", "files.read", "files.write", "network.connect", "exec")
+# exec_deny violations are `exec` violations: one rule kind, one action.
 DEFAULT_ON_VIOLATION = "alert"
 
 # Every IPv4 address also exists as ::ffff:a.b.c.d; rules and events are compared as IPv4.
@@ -249,6 +250,7 @@ class Profile:
     secrets: tuple[PathGlob, ...] = ()
     network_connect: tuple[Destination, ...] = ()
     exec: tuple[PathGlob, ...] = ()
+    exec_deny: tuple[PathGlob, ...] = ()  # never, whatever `exec` allows
     on_violation: str = DEFAULT_ON_VIOLATION
     actions: tuple[tuple[str, str], ...] = ()  # (rule name, action) overriding on_violation
 
@@ -270,8 +272,12 @@ class Profile:
     def may_write(self, path: str) -> bool:
         return not self.is_secret(path) and _first_match(self.files_write, path) is not None
 
+    def is_exec_denied(self, path: str) -> PathGlob | None:
+        return _first_match(self.exec_deny, path)
+
     def may_exec(self, path: str) -> bool:
-        return not self.is_secret(path) and _first_match(self.exec, path) is not None
+        return (not self.is_secret(path) and not self.is_exec_denied(path)
+                and _first_match(self.exec, path) is not None)
 
     def allowed_destination_inet(self, ip: IPAddress | str, port: int) -> Destination | None:
         return next((d for d in self.network_connect if d.matches_inet(ip, port)), None)

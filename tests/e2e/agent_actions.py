@@ -9,6 +9,7 @@ Each ACTION is done in order; then the agent prints "done" and sleeps, so a test
   write-outside    open WORKSPACE/forbidden.txt for writing (outside files.write)
   connect-denied   connect to 127.0.0.1 on a port the profile does not allow
   exec-denied      run /usr/bin/sleep (not in the profile's exec list)
+  exec-forbidden   run /usr/bin/id (in the profile's exec_deny list)
   fork-secret      fork a child that reads /etc/shadow; print "child PID"; wait for it
   hold-connection  connect to the allowed port and keep the connection open
   fork-storm       keep forking children (some spin without syscalls, some double-fork and
@@ -95,6 +96,8 @@ def main() -> None:
             subprocess.run(["/usr/bin/sleep", "30"], stdout=subprocess.DEVNULL)
         elif action == "fork-secret":
             fork_secret()
+        elif action == "exec-forbidden":
+            subprocess.run(["/usr/bin/id"], stdout=subprocess.DEVNULL)
         elif action == "hold-connection":
             held = socket.create_connection(("127.0.0.1", port), timeout=5)  # noqa: F841 - kept open
         elif action == "fork-storm":

@@ -35,6 +35,7 @@ secrets: ["~/.aws/**", "~/.ssh/**", "/etc/shadow"]
 network:
   connect: ["127.0.0.1:{port}", "[::1]:{port}"]
 exec: ["/usr/bin/python3*", "/usr/bin/true"]
+exec_deny: ["/usr/bin/id"]
 on_violation: {on_violation}
 """
 

@@ -40,6 +40,7 @@ def test_allowed_actions_raise_no_alert(daemon):
     ("write-outside", "RULE_KIND_FILE_WRITE", "files.write", "forbidden.txt"),
     ("connect-denied", "RULE_KIND_NETWORK_CONNECT", "network.connect", None),
     ("exec-denied", "RULE_KIND_EXEC", "exec", None),
+    ("exec-forbidden", "RULE_KIND_EXEC", "exec", None),
 ])
 def test_violation_alerts_and_kills(daemon, action, kind, rule, target):
     run = daemon.run_agent("e2e-kill", "allowed", action)
@@ -56,9 +57,9 @@ def test_violation_alerts_and_kills(daemon, action, kind, rule, target):
     assert run.pid in alert["action"]["signalled_pids"]
     # Secrets and inet connects are decided in the kernel: the agent dies inside the syscall and
     # never reports having done it. The others are decided in user space.
-    in_kernel = action in ("secret", "connect-denied")
+    in_kernel = action in ("secret", "connect-denied", "exec-forbidden")
     assert alert["action"].get("in_kernel", False) is in_kernel
-    if in_kernel:
+    if in_kernel and action != "exec-forbidden":  # there the offender is a child, not the agent
         assert f"did {action}" not in run.stdout
     event = alert["event"]
     if action == "secret":
@@ -69,6 +70,9 @@ def test_violation_alerts_and_kills(daemon, action, kind, rule, target):
         assert event["file"]["write"] is True
     elif action == "connect-denied":
         assert event["network"] == {"family": "inet", "address": "127.0.0.1", "port": daemon.port + 1}
+    elif action == "exec-forbidden":
+        assert alert["rule"]["pattern"] == "/usr/bin/id" and "exec_deny" in alert["reason"]
+        assert event["exec"]["filename"] == "/usr/bin/id"
     elif action == "exec-denied":
         assert event["exec"]["resolved_path"] == "/usr/bin/sleep"
         # The offender is the forked child that exec'd; the whole tree is killed with it.

@@ -275,3 +275,26 @@ def test_without_send_signal_the_kernel_only_observes(tmp_path, secret):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
                          cwd=str(Path(__file__).resolve().parents[2]))
     assert out.stdout.split() == ["0", "1", "0"], out.stderr[-2000:]
+
+
+def test_denied_program_never_runs(sensor_bpf, tracker, spawn, policy, tmp_path, events):
+    """exec_deny is enforced at execve entry: the program does not run a single instruction."""
+    marker = tmp_path / "ran"
+    evil = tmp_path / "second-stage"
+    evil.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    evil.chmod(0o755)
+    slot = policy(f'name: deny\nexec: ["/**"]\nexec_deny: ["{evil}"]\nactions:\n  exec: kill\n')
+
+    def run(ch):
+        os.execv(str(evil), [str(evil)])
+
+    child = spawn(run)
+    tracker.track(child.pid, slot)
+    child.go()
+    assert child.wait() == KILLED
+    assert not marker.exists()
+    evs = events.wait_for([child.pid], lambda evs: any(e.kind == "exec" for e in evs))
+    denied = [e for e in evs if e.kind == "exec"]
+    assert denied[0].filename == str(evil) and denied[0].flags & abi.ExecFlags.DENIED
+    assert denied[0].hdr.kernel_action == abi.KernelAction.KILL
+    sensor_bpf.forget_doomed(child.pid)

@@ -394,3 +394,14 @@ def test_connect_with_short_sockaddr_does_not_raise(profile, family, addrlen):
     verdict = decide(event, profile)
     # Nothing shows the destination was allowed: fail closed, as for an unreadable file name.
     assert verdict is not None and verdict.kind is RuleKind.NETWORK_CONNECT
+
+
+def test_exec_deny_wins_over_an_allowed_program(tmp_path):
+    path = tmp_path / "deny.yaml"
+    path.write_text('name: d\nexec: ["/usr/bin/**"]\nexec_deny: ["/usr/bin/curl"]\non_violation: kill\n')
+    profile = load_profile_file(path, homes=["/root"])
+    event = ExecEvent(hdr=hdr(), old_tid=1, flags=ExecFlags(0), dirfd=-100, filename="/usr/bin/curl",
+                      argv=("curl",), matched_slot=None)
+    verdict = decide(event, profile, Target("/usr/bin/curl", "/usr/bin/curl"))
+    assert verdict.kind is RuleKind.EXEC and verdict.pattern == "/usr/bin/curl"
+    assert "exec_deny" in verdict.reason and verdict.action == "kill"

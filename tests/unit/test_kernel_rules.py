@@ -96,3 +96,18 @@ def test_actions_key_is_validated_with_lines(tmp_path):
 
 def test_ipv4_sentinel_is_the_v4_mapped_range():
     assert V4_MAPPED == ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def test_exec_deny_compiles_for_the_kernel_and_wins_over_exec(tmp_path):
+    profile = load(tmp_path, """\
+        exec: ["/usr/bin/**"]
+        exec_deny: ["/usr/bin/nc*", "/usr/bin/curl", "/opt/tools/**"]
+        actions:
+          exec: kill
+    """)
+    policy = compile_policy(profile)
+    assert {p.path for p in policy.denied_execs} == {b"/usr/bin/curl\0", b"/opt/tools\0", b"/opt/tools/"}
+    assert any(r.startswith("exec_deny /usr/bin/nc*") for r in policy.user_space_only)
+    assert policy.flags & abi.EnforceFlags.EXEC and policy.exec_action == abi.KernelAction.KILL
+    assert profile.may_exec("/usr/bin/git") and not profile.may_exec("/usr/bin/curl")
+    assert not profile.may_exec("/usr/bin/ncat")  # user space judges the wildcard entry
