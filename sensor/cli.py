@@ -21,6 +21,15 @@ def _client(server: str):
     return SensorClient(server)
 
 
+def _rpc(server: str, call):
+    """call(client) against the daemon at server; any failure becomes a clear CLI error."""
+    try:
+        with _client(server) as client:
+            return call(client)
+    except Exception as exc:  # noqa: BLE001 - reported by _fail_rpc, never as a traceback
+        _fail_rpc(exc, server)
+
+
 def _fail_rpc(exc, server: str) -> None:
     import grpc
     if isinstance(exc, grpc.RpcError):
@@ -84,11 +93,8 @@ def exec_(profile, server, cmd) -> None:
     program = cmd[0] if "/" in cmd[0] else shutil.which(cmd[0])
     if not program:
         raise click.ClickException(f"{cmd[0]}: command not found")
-    try:
-        with _client(server) as client:
-            client.track(os.getpid(), profile, pending_exec=True)
-    except Exception as exc:  # noqa: BLE001 - every failure is reported, CMD never starts untracked
-        _fail_rpc(exc, server)
+    # Any failure is reported and CMD never starts untracked.
+    _rpc(server, lambda client: client.track(os.getpid(), profile, pending_exec=True))
     try:
         os.execv(program, list(cmd))
     except OSError as exc:
@@ -128,11 +134,7 @@ def alerts(server, follow, as_json, agents, rules, backlog) -> None:
 def status(server, as_json) -> None:
     """Version, kernel capabilities, profiles, tracked agent processes and counters."""
     from google.protobuf.json_format import MessageToDict
-    try:
-        with _client(server) as client:
-            st = client.status()
-    except Exception as exc:  # noqa: BLE001
-        _fail_rpc(exc, server)
+    st = _rpc(server, lambda client: client.status())
     if as_json:
         import orjson
         click.echo(orjson.dumps(MessageToDict(st, preserving_proto_field_name=True),
@@ -176,11 +178,7 @@ def check(files) -> None:
 @server_option
 def list_(server) -> None:
     """Profiles loaded by the daemon, with their match selectors."""
-    try:
-        with _client(server) as client:
-            summaries = client.profiles()
-    except Exception as exc:  # noqa: BLE001
-        _fail_rpc(exc, server)
+    summaries = _rpc(server, lambda client: client.profiles())
     for p in summaries:
         click.echo(f"{p.name:24} on_violation={p.on_violation:6} {p.file}")
         for m in p.match:
@@ -233,12 +231,7 @@ def _incident_command(name: str, doc: str, call):
     @click.argument("incident_id")
     @server_option
     def command(incident_id, server) -> None:
-        try:
-            with _client(server) as client:
-                inc = call(client, incident_id)
-        except Exception as exc:  # noqa: BLE001
-            _fail_rpc(exc, server)
-        _print_incident(inc, verbose=True)
+        _print_incident(_rpc(server, lambda client: call(client, incident_id)), verbose=True)
     return command
 
 
@@ -246,11 +239,7 @@ def _incident_command(name: str, doc: str, call):
 @server_option
 def quarantine_list(server) -> None:
     """Every incident of this daemon run, oldest first."""
-    try:
-        with _client(server) as client:
-            incidents = client.incidents()
-    except Exception as exc:  # noqa: BLE001
-        _fail_rpc(exc, server)
+    incidents = _rpc(server, lambda client: client.incidents())
     for inc in incidents:
         _print_incident(inc, verbose=False)
     if not incidents:

@@ -85,23 +85,34 @@ def test_socket_is_root_only(daemon):
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
-def _sensor_programs() -> int:
+def _programs_held_by(pid: int) -> set[int]:
+    """BPF program ids a process holds open (fdinfo), so other BPF users on the host do not count."""
+    ids = set()
+    for fdinfo in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            text = fdinfo.read_text()
+        except OSError:
+            continue
+        ids.update(int(line.split()[1]) for line in text.splitlines() if line.startswith("prog_id:"))
+    return ids
+
+
+def _loaded_programs() -> set[int]:
     out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True, check=True).stdout
-    return sum(1 for p in json.loads(out) if p.get("name", "").startswith("on_sys_") or
-               p.get("name", "").startswith("on_sched_"))
+    return {p["id"] for p in json.loads(out)}
 
 
 def test_stop_detaches_every_program_and_removes_the_socket(tmp_path):
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     (profiles / "p.yaml").write_text(profile_yaml("e2e-teardown", tmp_path, 1, "alert"))
-    before = _sensor_programs()
     proc, server, log = start_daemon(tmp_path, profiles)
     try:
-        assert _sensor_programs() > before
+        held = _programs_held_by(proc.pid)
+        assert len(held) >= 10, "the daemon holds its tracepoint programs"
     finally:
         assert stop_daemon(proc, log) == 0
-    assert _sensor_programs() == before
+    assert not held & _loaded_programs(), "programs still loaded after the daemon stopped"
     assert not Path(server.removeprefix("unix://")).exists()
 
 
