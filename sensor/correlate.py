@@ -7,7 +7,9 @@ then writes against files.write, reads against files.read (a writable path is al
 from __future__ import annotations
 
 import enum
+import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .decode import ConnectEvent, Event, ExecEvent, OpenEvent
@@ -30,6 +32,7 @@ class Target:
     literal: str
     canonical: str
     resolved: bool = True
+    file_id: tuple[int, int] | None = None  # (device, inode) of the file opened, if it exists
 
     @property
     def spellings(self) -> tuple[str, ...]:
@@ -46,9 +49,16 @@ class Verdict:
     target: str        # canonical path, "address:port", unix path, or program
 
 
-def decide(event: Event, profile: Profile, target: Target | None = None) -> Verdict | None:
+# Another process's environment or memory: secrets whatever the profile lists (tokens live there).
+PROCESS_MEMORY = re.compile(r"/proc/(\d+)(?:/task/\d+)?/(environ|mem|maps|smaps|pagemap|auxv|stack|cmdline)")
+NO_FILES: Mapping[tuple[int, int], str] = {}
+
+
+def decide(event: Event, profile: Profile, target: Target | None = None,
+           secret_files: Mapping[tuple[int, int], str] = NO_FILES) -> Verdict | None:
+    """secret_files: (device, inode) -> secret glob, for the profile (sensor/secret_files.py)."""
     if isinstance(event, OpenEvent):
-        return _decide_open(event, profile, target)
+        return _decide_open(event, profile, target, secret_files)
     if isinstance(event, ConnectEvent):
         return _decide_connect(event, profile)
     if isinstance(event, ExecEvent):
@@ -61,7 +71,8 @@ def _verdict(profile: Profile, kind: RuleKind, rule: str, pattern: str, reason: 
                    target=target)
 
 
-def _decide_open(event: OpenEvent, profile: Profile, target: Target | None) -> Verdict | None:
+def _decide_open(event: OpenEvent, profile: Profile, target: Target | None,
+                 secret_files: Mapping[tuple[int, int], str]) -> Verdict | None:
     if not event.path:
         # The kernel could not read the name even after the syscall (a bad or unmapped pointer):
         # nothing can show the file was allowed, so it is not (fail closed).
@@ -76,6 +87,16 @@ def _decide_open(event: OpenEvent, profile: Profile, target: Target | None) -> V
             return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", glob.text,
                             f"opened secret {spelling}{how} for {'writing' if event.is_write else 'reading'}",
                             spelling)
+    # The same file under another name: a hard link, a bind mount, /proc/PID/root/...
+    if target.file_id is not None and target.file_id in secret_files:
+        glob = secret_files[target.file_id]
+        return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", glob,
+                        f"opened {target.canonical}, which is the same file as secret {glob} "
+                        "(hard link, bind mount or another path to it)", target.canonical)
+    memory = PROCESS_MEMORY.fullmatch(target.canonical)
+    if memory and int(memory.group(1)) != event.hdr.pid:
+        return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", "/proc/PID/" + memory.group(2),
+                        f"read another process's {memory.group(2)} ({target.canonical})", target.canonical)
     # Allow-lists judge the canonical path only: a symlink placed in an allowed directory must
     # not open the door to the file it points at.
     path = target.canonical

@@ -22,6 +22,7 @@ from .correlate import Target, decide
 from .decode import ConnectEvent, DecodeError, Event, ExecEvent, ExitEvent, ForkEvent, OpenEvent, decode
 from .incidents import Incident, IncidentStore
 from .kernel_rules import KernelPolicy, compile_policy
+from .secret_files import SecretFiles, link_count
 from .processes import AgentInstance, ProcessTable, cgroup_path, start_ticks, user_name
 from .profiles import Profile, ProcessFacts, find_profile
 from . import abi
@@ -70,6 +71,8 @@ class Pipeline:
         self.quarantine = quarantine  # quarantine.Quarantine, or None: quarantine acts as kill
         self.incidents = IncidentStore()
         self.recent: dict[int, deque[str]] = {}  # root pid -> the agent's last events, for incidents
+        # (device, inode) of each profile's secret files: other names of the same file are secrets too
+        self.secret_files = SecretFiles(profiles)
         self.slots = {p.name: i for i, p in enumerate(profiles)}
         self.bpf = sensor_bpf
         self.bus = bus
@@ -225,7 +228,9 @@ class Pipeline:
             return
         target = self._target(event)
         self._remember(agent, event, target)
-        verdict = decide(event, agent.profile, target)
+        secret_files = self.secret_files.of(agent.profile.name, target.file_id if target else None,
+                                            link_count(target.canonical) if target and target.file_id else 1)
+        verdict = decide(event, agent.profile, target, secret_files)
         if verdict is None:
             if event.hdr.kernel_action:
                 log.error("the kernel acted on %s event of pid %d but no rule fires in user space: "

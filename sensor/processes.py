@@ -14,6 +14,7 @@ import psutil
 from .correlate import Target
 from .decode import AT_FDCWD, ExecEvent, ForkEvent
 from .profiles import Profile, ProcessFacts
+from .secret_files import file_id
 
 EXITED_KEPT = 4096  # exited processes remembered for the ancestry of later alerts
 
@@ -189,10 +190,10 @@ class ProcessTable:
             if base is None:
                 return Target(path, path, resolved=False)
             path = os.path.join(base, path)
-        literal = os.path.normpath(path)
-        if literal.startswith("//"):
-            literal = "/" + literal.lstrip("/")
-        return Target(literal, os.path.realpath(_proc_self_as(pid, literal)), resolved)
+        # `..` is resolved by realpath, after the symlink before it, as the kernel does: a
+        # lexical normpath would turn /proc/PID/cwd/../x into /proc/PID/x.
+        canonical = os.path.realpath(_proc_self_as(pid, path))
+        return Target(_tidy(path), canonical, resolved, file_id(canonical))
 
     def facts(self, event: ExecEvent) -> ProcessFacts:
         """What profiles' match selectors see for a process that just called exec."""
@@ -237,6 +238,12 @@ def _proc_cmdline(pid: int) -> list[str]:
     except OSError:
         return []
     return [a.decode("utf-8", "surrogateescape") for a in raw.rstrip(b"\0").split(b"\0") if raw]
+
+
+def _tidy(path: str) -> str:
+    """The path as named, without repeated slashes or `.` segments (`..` kept: see resolve)."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return "/" + "/".join(parts)
 
 
 def _proc_self_as(pid: int, path: str) -> str:

@@ -17,6 +17,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .globs import GlobError, PathGlob, TextGlob
+from .catalogue import ALL_DEFAULT_SECRETS
 from .schema import (
     DEFAULT_ON_VIOLATION,
     NAME_PATTERN,
@@ -187,6 +188,32 @@ class _ProfileChecker:
                 self.problem(_line(item), f"bad glob '{_shown(item.value)}' in {what}: {error}")
         return tuple(globs)
 
+    def secrets(self, node: Node) -> tuple[PathGlob, ...]:
+        """Path globs, where `default` stands for the built-in catalogue and `!ENTRY` removes one
+        of its entries."""
+        texts: list[tuple[str, int]] = []
+        removed: list[tuple[str, int]] = []
+        for item in self.string_items(node, "secrets"):
+            if item.value == "default":
+                texts.extend((entry, _line(item)) for entry in ALL_DEFAULT_SECRETS)
+            elif item.value.startswith("!"):
+                removed.append((item.value[1:], _line(item)))
+            else:
+                texts.append((item.value, _line(item)))
+        for text, line in removed:
+            if text not in ALL_DEFAULT_SECRETS:
+                self.problem(line, f"'!{_shown(text)}' in secrets removes nothing: it is not an entry of the "
+                                   "default catalogue (see README, 'Secrets catalogue')")
+            else:
+                texts = [(t, l) for t, l in texts if t != text]
+        globs = []
+        for text, line in dict.fromkeys(texts):
+            try:
+                globs.append(PathGlob.parse(text, line, self.homes))
+            except GlobError as error:
+                self.problem(line, f"bad glob '{_shown(text)}' in secrets: {error}")
+        return tuple(globs)
+
     # -- sections --
 
     def name(self, node: Node) -> str | None:
@@ -321,7 +348,7 @@ class _ProfileChecker:
         description = self.string(fields["description"], "description") if "description" in fields else None
         match = self.match(fields["match"]) if "match" in fields else MatchSelectors()
         read, write = self.files(fields["files"]) if "files" in fields else ((), ())
-        secrets = self.path_globs(fields["secrets"], "secrets") if "secrets" in fields else ()
+        secrets = self.secrets(fields["secrets"]) if "secrets" in fields else ()
         connect = self.network(fields["network"]) if "network" in fields else ()
         execs = self.path_globs(fields["exec"], "exec") if "exec" in fields else ()
         exec_deny = self.path_globs(fields["exec_deny"], "exec_deny") if "exec_deny" in fields else ()

@@ -12,6 +12,8 @@ Each ACTION is done in order; then the agent prints "done" and sleeps, so a test
   exec-forbidden   run /usr/bin/id (in the profile's exec_deny list)
   fork-secret      fork a child that reads /etc/shadow; print "child PID"; wait for it
   hold-connection  connect to the allowed port and keep the connection open
+  chdir:DIR        change directory (relative paths that follow resolve against it)
+  open:PATH        open PATH for reading, as given (relative, with .. or //, a link, /proc/...)
   fork-storm       keep forking children (some spin without syscalls, some double-fork and
                    setsid), each writing its pid to WORKSPACE/out/storm, while the parent
                    writes outside files.write (a user-space kill lands mid-storm)
@@ -98,6 +100,13 @@ def main() -> None:
             fork_secret()
         elif action == "exec-forbidden":
             subprocess.run(["/usr/bin/id"], stdout=subprocess.DEVNULL)
+        elif action.startswith("chdir:"):
+            os.chdir(action[len("chdir:"):])
+        elif action.startswith("open:"):
+            try:
+                os.close(os.open(action[len("open:"):], os.O_RDONLY))
+            except OSError:
+                pass  # the attempt is what counts
         elif action == "hold-connection":
             held = socket.create_connection(("127.0.0.1", port), timeout=5)  # noqa: F841 - kept open
         elif action == "fork-storm":

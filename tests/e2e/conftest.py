@@ -31,7 +31,7 @@ name: {name}
 files:
   read: ["/usr/**", "/etc/**", "/proc/**", "/dev/null", "/dev/urandom", "{workspace}/**"]
   write: ["{workspace}/out/**", "/dev/null"]
-secrets: ["~/.aws/**", "~/.ssh/**", "/etc/shadow"]
+secrets: ["~/.aws/**", "~/.ssh/**", "/etc/shadow", "{workspace}/vault/**"]
 network:
   connect: ["127.0.0.1:{port}", "[::1]:{port}"]
 exec: ["/usr/bin/python3*", "/usr/bin/true"]

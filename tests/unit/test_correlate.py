@@ -405,3 +405,41 @@ def test_exec_deny_wins_over_an_allowed_program(tmp_path):
     verdict = decide(event, profile, Target("/usr/bin/curl", "/usr/bin/curl"))
     assert verdict.kind is RuleKind.EXEC and verdict.pattern == "/usr/bin/curl"
     assert "exec_deny" in verdict.reason and verdict.action == "kill"
+
+
+def test_same_file_under_another_name_is_the_secret(tmp_path):
+    """A hard link (or bind mount) to a secret has another path but the same (device, inode)."""
+    from sensor.secret_files import secret_file_ids
+    secret = tmp_path / "vault" / "key"
+    secret.parent.mkdir()
+    secret.write_text("k")
+    link = tmp_path / "public" / "innocent.txt"
+    link.parent.mkdir()
+    os.link(secret, link)
+    path = tmp_path / "p.yaml"
+    path.write_text(f'name: h\nfiles:\n  read: ["{tmp_path}/public/**"]\nsecrets: ["{tmp_path}/vault/**"]\n')
+    profile = load_profile_file(path, homes=["/root"])
+    ids = secret_file_ids(profile)
+    st = os.stat(link)
+    event = OpenEvent(hdr=hdr(), dirfd=-100, flags=os.O_RDONLY, mode=0, syscall=OpenSyscall.OPENAT,
+                      path=str(link), truncated=False)
+    target = Target(str(link), str(link), file_id=(st.st_dev, st.st_ino))
+    verdict = decide(event, profile, target, ids)
+    assert verdict.kind is RuleKind.SECRET_ACCESS and verdict.pattern == f"{tmp_path}/vault/**"
+    assert "same file as secret" in verdict.reason
+    assert decide(event, profile, target) is None  # by name alone the link is an allowed read
+
+
+@pytest.mark.parametrize("path, secret", [
+    ("/proc/4242/environ", True), ("/proc/4242/mem", True), ("/proc/4242/task/4243/maps", True),
+    ("/proc/77/environ", False),  # its own
+    ("/proc/4242/status", False), ("/proc/4242/environ-x", False),
+])
+def test_another_process_memory_is_secret(tmp_path, path, secret):
+    p = tmp_path / "p.yaml"
+    p.write_text('name: m\nfiles:\n  read: ["/proc/**"]\n')
+    profile = load_profile_file(p, homes=["/root"])
+    event = OpenEvent(hdr=hdr(pid=77), dirfd=-100, flags=os.O_RDONLY, mode=0, syscall=OpenSyscall.OPENAT,
+                      path=path, truncated=False)
+    verdict = decide(event, profile, Target(path, path))
+    assert (verdict is not None and verdict.kind is RuleKind.SECRET_ACCESS) is secret

@@ -56,20 +56,31 @@ def test_absolute_path_is_normalised(base):
     (base / "c").write_text("")
     table = ProcessTable()
     t = table.resolve(os.getpid(), f"/{base}/./a/../c")
-    assert t == Target(str(base / "c"), str(base / "c"), resolved=True)
+    st = os.stat(base / "c")
+    # The literal spelling keeps `..` (only realpath may resolve it, after symlinks).
+    assert t == Target(str(base / "a/../c"), str(base / "c"), resolved=True, file_id=(st.st_dev, st.st_ino))
     t = table.resolve(os.getpid(), "//a/./b/../c")
-    assert t.literal == "/a/c" and t.canonical == "/a/c" and t.resolved
+    assert t.file_id is None  # no such file
+    assert t.literal == "/a/b/../c" and t.canonical == "/a/c" and t.resolved
     t = table.resolve(os.getpid(), "///etc//passwd/")
     assert t.literal == "/etc/passwd"
+
+
+def test_dotdot_after_a_symlink_follows_the_link_as_the_kernel_does(base):
+    (base / "real" / "inner").mkdir(parents=True)
+    (base / "real" / "target").write_text("")
+    (base / "link").symlink_to(base / "real" / "inner")
+    t = ProcessTable().resolve(os.getpid(), f"{base}/link/../target")
+    assert t.canonical == str(base / "real" / "target")  # lexically it would be base/target
 
 
 def test_relative_path_against_cwd(base, monkeypatch):
     (base / "sub").mkdir()
     monkeypatch.chdir(base)
     t = ProcessTable().resolve(os.getpid(), "sub/../sub/f.txt")
-    assert t == Target(str(base / "sub/f.txt"), str(base / "sub/f.txt"), resolved=True)
+    assert t == Target(str(base / "sub/../sub/f.txt"), str(base / "sub/f.txt"), resolved=True)
     t = ProcessTable().resolve(os.getpid(), "../x", AT_FDCWD)
-    assert t.literal == str(base.parent / "x")
+    assert t.canonical == str(base.parent / "x")
 
 
 def test_relative_path_against_dirfd(base, monkeypatch):

@@ -481,3 +481,29 @@ def test_any_text_gives_a_profile_or_a_profile_error(tmp_path, text):
         assert all(isinstance(p, Problem) and p.line >= 1 for p in error.problems)
     else:
         assert isinstance(result, Profile)
+
+
+def test_default_secrets_catalogue_and_exclusions(tmp_path):
+    from sensor.profiles.catalogue import ALL_DEFAULT_SECRETS
+    path = tmp_path / "cat.yaml"
+    path.write_text('name: c\nsecrets:\n  - default\n  - "!~/.docker/config.json"\n  - /srv/vault/**\n')
+    profile = load_profile_file(path, homes=["/root", "/home/alice"])
+    texts = [g.text for g in profile.secrets]
+    assert "~/.docker/config.json" not in texts and "/srv/vault/**" in texts
+    assert len(texts) == len(ALL_DEFAULT_SECRETS)  # all defaults but one, plus one of its own
+    for secret in ("/root/.aws/credentials", "/home/alice/.config/gh/hosts.yml", "/srv/app/.env",
+                   "/srv/app/.env.production", "/home/alice/.claude/.credentials.json", "/etc/shadow",
+                   "/var/run/secrets/kubernetes.io/serviceaccount/token", "/etc/ssh/ssh_host_ed25519_key",
+                   "/root/.bash_history", "/root/.npmrc", "/srv/vault/key"):
+        assert profile.is_secret(secret), secret
+    assert not profile.is_secret("/root/.docker/config.json")
+    assert not profile.is_secret("/etc/ssh/ssh_host_ed25519_key.pub")
+    assert all(g.line == 3 for g in profile.secrets if g.text != "/srv/vault/**")
+
+
+def test_excluding_an_entry_the_catalogue_does_not_have_is_an_error(tmp_path):
+    path = tmp_path / "cat.yaml"
+    path.write_text('name: c\nsecrets: [default, "!~/.not-there"]\n')
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(path, homes=["/root"])
+    assert err.value.problems[0].line == 2 and "removes nothing" in err.value.problems[0].message

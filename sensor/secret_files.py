@@ -1,0 +1,90 @@
+"""Which files the secrets of a profile are, by identity (device, inode): so a hard link, a bind
+mount or any other name of the same file is still that secret. Read from the filesystem when
+profiles load and refreshed (SecretFiles): a secret created later is caught by its name at once
+and by its identity from the next refresh."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .profiles import Profile
+from .profiles.globs import GLOB_METACHARACTERS
+
+FileId = tuple[int, int]
+MAX_FILES_PER_GLOB = 10000  # a secret directory this large is walked no further
+
+
+def _literal_base(pattern: str) -> str:
+    """The longest directory prefix of a glob without wildcards."""
+    cut = min((pattern.index(c) for c in GLOB_METACHARACTERS if c in pattern), default=len(pattern))
+    return pattern[:cut].rsplit("/", 1)[0] if cut < len(pattern) else pattern
+
+
+def file_id(path: str) -> FileId | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def link_count(path: str) -> int:
+    try:
+        return os.stat(path).st_nlink
+    except OSError:
+        return 1
+
+
+def secret_file_ids(profile: Profile) -> dict[FileId, str]:
+    """(device, inode) of every existing file a secret glob covers -> the glob's text. Globs whose
+    literal base is `/` (such as `/**/.env`) would mean walking the whole filesystem: they are
+    matched by name only."""
+    ids: dict[FileId, str] = {}
+    for glob in profile.secrets:
+        for pattern in glob.expanded:
+            base = _literal_base(pattern)
+            if base in ("", "/"):
+                continue
+            if base == pattern:
+                found = file_id(pattern)
+                if found:
+                    ids.setdefault(found, glob.text)
+                continue
+            seen = 0
+            for root, dirs, files in os.walk(base):
+                for name in files + dirs:
+                    path = os.path.join(root, name)
+                    if glob.matches(path) and (found := file_id(path)):
+                        ids.setdefault(found, glob.text)
+                    seen += 1
+                if seen > MAX_FILES_PER_GLOB:
+                    break
+    return ids
+
+
+REFRESH_S = 30.0
+LINK_REFRESH_GAP_S = 1.0  # hardlink-heavy trees (pnpm stores) must not cause a walk per open
+
+
+class SecretFiles:
+    """Per profile, the identities of its secret files, kept fresh: re-read every REFRESH_S, and at
+    once when a file with several names (st_nlink > 1) is not known: it may be a new hard link."""
+
+    def __init__(self, profiles: list[Profile], clock=time.monotonic):
+        self._profiles = {p.name: p for p in profiles}
+        self._clock = clock
+        self._ids: dict[str, dict[FileId, str]] = {}
+        self._read_at = 0.0
+        self.refresh()
+
+    def refresh(self) -> None:
+        self._ids = {name: secret_file_ids(p) for name, p in self._profiles.items()}
+        self._read_at = self._clock()
+
+    def of(self, profile: str, opened: FileId | None = None, links: int = 1) -> dict[FileId, str]:
+        age = self._clock() - self._read_at
+        unknown_link = opened is not None and links > 1 and opened not in self._ids.get(profile, {})
+        if age > REFRESH_S or (unknown_link and age > LINK_REFRESH_GAP_S):
+            self.refresh()
+        return self._ids.get(profile, {})

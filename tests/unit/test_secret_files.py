@@ -1,0 +1,39 @@
+"""Secret files by identity, and when the identities are re-read."""
+
+import os
+
+from sensor.profiles import load_profile_file
+from sensor.secret_files import LINK_REFRESH_GAP_S, REFRESH_S, SecretFiles, file_id, secret_file_ids
+
+
+def profile(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(f'name: s\nsecrets: ["{tmp_path}/vault/**", "{tmp_path}/single", "/**/.env"]\n')
+    return load_profile_file(path, homes=["/root"])
+
+
+def test_ids_cover_literal_files_and_directory_trees(tmp_path):
+    (tmp_path / "vault" / "deep").mkdir(parents=True)
+    (tmp_path / "vault" / "deep" / "k").write_text("k")
+    (tmp_path / "single").write_text("s")
+    ids = secret_file_ids(profile(tmp_path))
+    assert ids[file_id(str(tmp_path / "vault" / "deep" / "k"))] == f"{tmp_path}/vault/**"
+    assert ids[file_id(str(tmp_path / "single"))] == f"{tmp_path}/single"
+    assert f"/**/.env" not in ids.values()  # a glob rooted at / is matched by name only
+
+
+def test_refresh_after_the_interval_or_on_an_unknown_hard_link(tmp_path):
+    (tmp_path / "vault").mkdir()
+    now = [0.0]
+    files = SecretFiles([profile(tmp_path)], clock=lambda: now[0])
+    (tmp_path / "vault" / "new").write_text("n")
+    new = file_id(str(tmp_path / "vault" / "new"))
+    assert new not in files.of("s")
+    now[0] += LINK_REFRESH_GAP_S + 0.1
+    assert new not in files.of("s", opened=new, links=1)  # one name: no reason to re-read yet
+    os.link(tmp_path / "vault" / "new", tmp_path / "hardlink")
+    assert new in files.of("s", opened=new, links=2)      # several names: re-read at once
+    (tmp_path / "vault" / "later").write_text("l")
+    later = file_id(str(tmp_path / "vault" / "later"))
+    now[0] += REFRESH_S + 1
+    assert later in files.of("s")
