@@ -27,6 +27,7 @@ enum event_type {
 	EVENT_EXIT = 3,    /* the last thread of a tracked process exited */
 	EVENT_OPEN = 4,    /* a tracked process entered open/openat/openat2/creat */
 	EVENT_CONNECT = 5, /* a tracked process entered connect */
+	EVENT_FILE_CHANGE = 6, /* a tracked process entered rename/unlink/chmod/chown/truncate/link/symlink */
 	EVENT_TYPE_MAX = 16,
 };
 
@@ -35,6 +36,16 @@ enum open_syscall {
 	OPEN_SYSCALL_OPENAT2 = 2,
 	OPEN_SYSCALL_OPEN = 3,
 	OPEN_SYSCALL_CREAT = 4,
+};
+
+enum file_op {
+	FILE_OP_RENAME = 1,   /* path -> path2 */
+	FILE_OP_UNLINK = 2,   /* path (unlinkat with AT_REMOVEDIR too) */
+	FILE_OP_CHMOD = 3,    /* path, or fd for fchmod; mode */
+	FILE_OP_CHOWN = 4,    /* path, or fd for fchown; uid, gid */
+	FILE_OP_TRUNCATE = 5, /* path, or fd for ftruncate */
+	FILE_OP_LINK = 6,     /* hard link: existing path, new name path2 */
+	FILE_OP_SYMLINK = 7,  /* symlink: target path (as written), link name path2 */
 };
 
 enum open_info {
@@ -128,6 +139,22 @@ struct connect_event {
 	__s32 fd;
 	__u32 addrlen; /* as passed by the caller */
 	__u8 addr[SENSOR_SOCKADDR_MAX]; /* the caller's sockaddr, min(addrlen, SENSOR_SOCKADDR_MAX) bytes */
+};
+
+/* Fixed size: these syscalls are rare next to opens, and two names are needed. */
+struct file_change_event {
+	struct event_header hdr;
+	__u32 op;        /* enum file_op */
+	__s32 dirfd;     /* for path: AT_FDCWD or a directory fd */
+	__s32 dirfd2;    /* for path2 */
+	__s32 fd;        /* fchmod/fchown/ftruncate: the file's fd (path empty); -1 otherwise */
+	__u32 mode;
+	__u32 uid;
+	__u32 gid;
+	__u16 path_len;  /* bytes read including the NUL; 0 if none or unreadable */
+	__u16 path2_len;
+	char path[SENSOR_PATH_MAX];
+	char path2[SENSOR_PATH_MAX];
 };
 
 /* Value of the tracked map (key: tgid). Children inherit it at fork. */

@@ -42,6 +42,7 @@ BPF_TABLE("lru_hash", u32, struct open_retry, open_retries, 1024);
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_event, 1);
 BPF_PERCPU_ARRAY(open_scratch, struct open_event, 1);
 BPF_PERCPU_ARRAY(path_key_scratch, struct path_lpm_key, 1);
+BPF_PERCPU_ARRAY(change_scratch, struct file_change_event, 1);
 
 BPF_PERCPU_ARRAY(counters, u64, COUNTER_SLOTS);
 BPF_RINGBUF_OUTPUT(events, SENSOR_RINGBUF_PAGES);

@@ -26,6 +26,7 @@ class EventType(enum.IntEnum):
     EXIT = 3
     OPEN = 4
     CONNECT = 5
+    FILE_CHANGE = 6
 
 
 class OpenSyscall(enum.IntEnum):
@@ -33,6 +34,16 @@ class OpenSyscall(enum.IntEnum):
     OPENAT2 = 2
     OPEN = 3
     CREAT = 4
+
+
+class FileOp(enum.IntEnum):
+    RENAME = 1
+    UNLINK = 2
+    CHMOD = 3
+    CHOWN = 4
+    TRUNCATE = 5
+    LINK = 6
+    SYMLINK = 7
 
 
 class OpenInfo(enum.IntFlag):
@@ -130,6 +141,23 @@ class ConnectEvent(ctypes.Structure):
     ]
 
 
+class FileChangeEvent(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("op", ctypes.c_uint32),
+        ("dirfd", ctypes.c_int32),
+        ("dirfd2", ctypes.c_int32),
+        ("fd", ctypes.c_int32),
+        ("mode", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("gid", ctypes.c_uint32),
+        ("path_len", ctypes.c_uint16),
+        ("path2_len", ctypes.c_uint16),
+        ("path", ctypes.c_char * PATH_MAX),
+        ("path2", ctypes.c_char * PATH_MAX),
+    ]
+
+
 class TrackedProc(ctypes.Structure):
     _fields_ = [
         ("slot", ctypes.c_uint32),
@@ -184,6 +212,7 @@ STRUCTS = {
     "exit_event": ExitEvent,
     "open_event": OpenEvent,
     "connect_event": ConnectEvent,
+    "file_change_event": FileChangeEvent,
     "tracked_proc": TrackedProc,
     "slot_policy": SlotPolicy,
     "path_lpm_key": PathLpmKey,
@@ -211,6 +240,7 @@ CONSTANTS = {
     **{f"EVENT_{m.name}": m.value for m in EventType},
     **{f"OPEN_SYSCALL_{m.name}": m.value for m in OpenSyscall},
     **{f"OPEN_{m.name}": m.value for m in OpenInfo},
+    **{f"FILE_OP_{m.name}": m.value for m in FileOp},
     **{f"EXEC_{m.name}": m.value for m in ExecFlags},
     **{f"KERNEL_ACTION_{m.name}": m.value for m in KernelAction},
     **{f"ENFORCE_{m.name}": m.value for m in EnforceFlags},

@@ -17,11 +17,12 @@ from google.protobuf.json_format import MessageToDict
 
 from ._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .correlate import RuleKind, Target, Verdict
-from .decode import ConnectEvent, Event, ExecEvent, OpenEvent
+from .decode import ConnectEvent, Event, ExecEvent, FileChangeEvent, OpenEvent
 from .processes import AgentInstance, ProcessInfo
 
 RULE_KINDS = {
     RuleKind.SECRET_ACCESS: pb.RULE_KIND_SECRET_ACCESS,
+    RuleKind.SECRET_TAMPER: pb.RULE_KIND_SECRET_TAMPER,
     RuleKind.FILE_READ: pb.RULE_KIND_FILE_READ,
     RuleKind.FILE_WRITE: pb.RULE_KIND_FILE_WRITE,
     RuleKind.NETWORK_CONNECT: pb.RULE_KIND_NETWORK_CONNECT,
@@ -48,11 +49,16 @@ def process_message(info: ProcessInfo) -> pb.Process:
                       user=info.user or "", uid=info.uid or 0, start_ticks=info.start_ticks or 0)
 
 
-def event_message(event: Event, target: Target | None) -> pb.Event:
+def event_message(event: Event, target: Target | None, target2: Target | None = None) -> pb.Event:
     if isinstance(event, OpenEvent):
         return pb.Event(type="open", file=pb.FileAccess(
             path=event.path, resolved_path=target.canonical if target else "", write=event.is_write,
             flags=event.flags, syscall=event.syscall.name.lower(), truncated=event.truncated))
+    if isinstance(event, FileChangeEvent):
+        return pb.Event(type="file_change", file=pb.FileAccess(
+            path=event.path, resolved_path=target.canonical if target else "", write=True,
+            syscall=event.op.name.lower(), operation=event.op.name.lower(), path2=event.path2,
+            resolved_path2=target2.canonical if target2 else "", fd=event.fd))
     if isinstance(event, ConnectEvent):
         return pb.Event(type="connect", network=pb.NetworkConnect(
             family=FAMILIES.get(event.family, str(event.family)), address=event.address, port=event.port or 0))
@@ -63,7 +69,8 @@ def event_message(event: Event, target: Target | None) -> pb.Event:
 
 
 def build_alert(alert_id: int, verdict: Verdict, event: Event, target: Target | None,
-                agent: AgentInstance, process: ProcessInfo, ancestry: list[ProcessInfo]) -> pb.Alert:
+                agent: AgentInstance, process: ProcessInfo, ancestry: list[ProcessInfo],
+                target2: Target | None = None) -> pb.Alert:
     alert = pb.Alert(
         id=alert_id, hostname=socket.gethostname(),
         agent=pb.Agent(name=agent.profile.name, instance_id=agent.id, root_pid=agent.root_pid,
@@ -73,7 +80,7 @@ def build_alert(alert_id: int, verdict: Verdict, event: Event, target: Target | 
         action=pb.Action(kind=ACTION_KINDS[verdict.action]),
         process=process_message(process),
         ancestry=[process_message(p) for p in ancestry],
-        event=event_message(event, target),
+        event=event_message(event, target, target2),
     )
     alert.timing.kernel_ktime_ns = event.hdr.ktime_ns
     _stamp(alert.timing.event_time, wall_ns(event.hdr.ktime_ns))

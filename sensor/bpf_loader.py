@@ -18,7 +18,7 @@ BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 # The maps and one program file per event family. bcc rewrites map method calls and generates
 # tracepoint argument structs only in its main source text, so the files are joined into one text
 # rather than #included; events.h, plain C, is included normally.
-PROGRAM_FILES = ("maps.h", "process.c", "files.c", "network.c")
+PROGRAM_FILES = ("maps.h", "process.c", "files.c", "changes.c", "network.c")
 PRELUDE = """#include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 #include <linux/fcntl.h>
@@ -62,6 +62,10 @@ PROBES = (
     TracepointProbe("syscalls", "sys_enter_creat", False),
     TracepointProbe("syscalls", "sys_exit_creat", False),
     TracepointProbe("syscalls", "sys_enter_connect", True),
+    *(TracepointProbe("syscalls", f"sys_enter_{name}", False) for name in (
+        "rename", "renameat", "renameat2", "unlink", "unlinkat", "chmod", "fchmodat", "fchmodat2", "fchmod",
+        "chown", "lchown", "fchownat", "fchown", "truncate", "ftruncate", "link", "linkat", "symlink",
+        "symlinkat")),
 )
 # Optional probes are compiled only when present (bcc generates the argument struct from the
 # tracepoint's format file, which a kernel without the tracepoint does not have).

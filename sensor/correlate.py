@@ -12,12 +12,14 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .decode import ConnectEvent, Event, ExecEvent, OpenEvent
+from .decode import ConnectEvent, Event, ExecEvent, FileChangeEvent, OpenEvent
+from .abi import FileOp
 from .profiles import Profile
 
 
 class RuleKind(str, enum.Enum):
     SECRET_ACCESS = "secret_access"
+    SECRET_TAMPER = "secret_tamper"
     FILE_READ = "file_read"
     FILE_WRITE = "file_write"
     NETWORK_CONNECT = "network_connect"
@@ -55,10 +57,13 @@ NO_FILES: Mapping[tuple[int, int], str] = {}
 
 
 def decide(event: Event, profile: Profile, target: Target | None = None,
-           secret_files: Mapping[tuple[int, int], str] = NO_FILES) -> Verdict | None:
-    """secret_files: (device, inode) -> secret glob, for the profile (sensor/secret_files.py)."""
+           secret_files: Mapping[tuple[int, int], str] = NO_FILES, target2: Target | None = None) -> Verdict | None:
+    """secret_files: (device, inode) -> secret glob, for the profile (sensor/secret_files.py).
+    target2: the second name of a rename, link or symlink."""
     if isinstance(event, OpenEvent):
         return _decide_open(event, profile, target, secret_files)
+    if isinstance(event, FileChangeEvent):
+        return _decide_change(event, profile, target, target2, secret_files)
     if isinstance(event, ConnectEvent):
         return _decide_connect(event, profile)
     if isinstance(event, ExecEvent):
@@ -109,6 +114,51 @@ def _decide_open(event: OpenEvent, profile: Profile, target: Target | None,
     if not profile.may_read(path):
         return _verdict(profile, RuleKind.FILE_READ, "files.read", "",
                         f"opened {path} for reading, outside files.read{unresolved}", path)
+    return None
+
+
+def _secret_of(profile: Profile, target: Target, secret_files: Mapping[tuple[int, int], str]) -> str | None:
+    """The secret glob a path is, under any of its spellings or by file identity."""
+    for spelling in target.spellings:
+        glob = profile.is_secret(spelling)
+        if glob is not None:
+            return glob.text
+    if target.file_id is not None:
+        return secret_files.get(target.file_id)
+    return None
+
+
+# What each operation does to its names: (verb for the changed name, verb for the second name).
+CHANGE_VERBS = {
+    FileOp.RENAME: ("renamed", "renamed a file onto"), FileOp.UNLINK: ("deleted", ""),
+    FileOp.CHMOD: ("changed the mode of", ""), FileOp.CHOWN: ("changed the owner of", ""),
+    FileOp.TRUNCATE: ("truncated", ""), FileOp.LINK: ("made a hard link to", "made a hard link named"),
+    FileOp.SYMLINK: ("made a symlink pointing at", "made a symlink named"),
+}
+
+
+def _decide_change(event: FileChangeEvent, profile: Profile, target: Target | None, target2: Target | None,
+                   secret_files: Mapping[tuple[int, int], str]) -> Verdict | None:
+    verb, verb2 = CHANGE_VERBS[event.op]
+    # Tampering: changing a secret, renaming onto one, or linking to one (a link is a new name for
+    # the secret, placed where the allow-lists may let the agent read it).
+    for t, how in ((target, verb), (target2, verb2) if event.op == FileOp.RENAME else (None, "")):
+        glob = _secret_of(profile, t, secret_files) if t else None
+        if glob is not None:
+            return _verdict(profile, RuleKind.SECRET_TAMPER, "secrets", glob, f"{how} secret {t.canonical}",
+                            t.canonical)
+    # Every name the operation creates, removes or alters must be writable.
+    changed = {FileOp.RENAME: (target, target2), FileOp.LINK: (target2,), FileOp.SYMLINK: (target2,)}.get(
+        event.op, (target,))
+    for t in changed:
+        if t is None:
+            return _verdict(profile, RuleKind.FILE_WRITE, "files.write", "",
+                            f"{verb} a file whose name could not be read", "")
+        if not profile.may_write(t.canonical):
+            unresolved = "" if t.resolved else " (relative path; the process's directory was unknown)"
+            how = verb2 if t is target2 and verb2 else verb
+            return _verdict(profile, RuleKind.FILE_WRITE, "files.write", "",
+                            f"{how} {t.canonical}, outside files.write{unresolved}", t.canonical)
     return None
 
 

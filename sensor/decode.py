@@ -99,7 +99,22 @@ class ConnectEvent:
         return ipaddress.ip_address(self.address)
 
 
-Event = ExecEvent | ForkEvent | ExitEvent | OpenEvent | ConnectEvent
+@dataclass(frozen=True)
+class FileChangeEvent:
+    hdr: Header
+    op: abi.FileOp
+    dirfd: int
+    dirfd2: int
+    fd: int          # fchmod/fchown/ftruncate: the file's descriptor (path is then empty)
+    mode: int
+    uid: int
+    gid: int
+    path: str        # the file changed; for a symlink, its target as written
+    path2: str       # rename/link: the new name; symlink: the link's name
+    kind: str = field(default="file_change", init=False)
+
+
+Event = ExecEvent | ForkEvent | ExitEvent | OpenEvent | ConnectEvent | FileChangeEvent
 
 
 def _text(raw: bytes) -> str:
@@ -198,12 +213,23 @@ def _decode_connect(data: bytes) -> ConnectEvent:
     return ConnectEvent(hdr=_header(raw.hdr), fd=raw.fd, family=family, address=address, port=port)
 
 
+def _decode_change(data: bytes) -> FileChangeEvent:
+    raw = _fixed(abi.FileChangeEvent, data)
+    return FileChangeEvent(
+        hdr=_header(raw.hdr), op=_enum(abi.FileOp, raw.op, "file op"), dirfd=raw.dirfd, dirfd2=raw.dirfd2,
+        fd=raw.fd, mode=raw.mode, uid=raw.uid, gid=raw.gid,
+        path=_text(_field_bytes(data, abi.FileChangeEvent.path, raw.path_len)),
+        path2=_text(_field_bytes(data, abi.FileChangeEvent.path2, raw.path2_len)),
+    )
+
+
 _DECODERS = {
     abi.EventType.EXEC: _decode_exec,
     abi.EventType.FORK: _decode_fork,
     abi.EventType.EXIT: _decode_exit,
     abi.EventType.OPEN: _decode_open,
     abi.EventType.CONNECT: _decode_connect,
+    abi.EventType.FILE_CHANGE: _decode_change,
 }
 
 

@@ -19,7 +19,8 @@ import psutil
 from . import enforce
 from .alerts import AlertBus, build_alert, complete_action, log_line
 from .correlate import Target, decide
-from .decode import ConnectEvent, DecodeError, Event, ExecEvent, ExitEvent, ForkEvent, OpenEvent, decode
+from .decode import (ConnectEvent, DecodeError, Event, ExecEvent, ExitEvent, FileChangeEvent, ForkEvent,
+                     OpenEvent, decode)
 from .incidents import Incident, IncidentStore
 from .kernel_rules import KernelPolicy, compile_policy
 from .secret_files import SecretFiles, link_count
@@ -194,7 +195,7 @@ class Pipeline:
             self.table.on_fork(event)
         elif isinstance(event, ExitEvent):
             self._on_exit(event)
-        elif isinstance(event, (OpenEvent, ConnectEvent)):
+        elif isinstance(event, (OpenEvent, ConnectEvent, FileChangeEvent)):
             self._judge(event)
 
     def _on_exec(self, event: ExecEvent) -> None:
@@ -226,11 +227,12 @@ class Pipeline:
         agent = self._agent_for_event(event)
         if agent is None:
             return
-        target = self._target(event)
+        target, target2 = self.table.change_targets(event) if isinstance(event, FileChangeEvent) else (
+            self._target(event), None)
         self._remember(agent, event, target)
         secret_files = self.secret_files.of(agent.profile.name, target.file_id if target else None,
                                             link_count(target.canonical) if target and target.file_id else 1)
-        verdict = decide(event, agent.profile, target, secret_files)
+        verdict = decide(event, agent.profile, target, secret_files, target2)
         if verdict is None:
             if event.hdr.kernel_action:
                 log.error("the kernel acted on %s event of pid %d but no rule fires in user space: "
@@ -238,7 +240,7 @@ class Pipeline:
             return
         process = self.table.lookup(event.hdr.pid)
         alert = build_alert(self.bus.next_id(), verdict, event, target, agent, process,
-                            self.table.ancestry(event.hdr.pid))
+                            self.table.ancestry(event.hdr.pid), target2)
         self._act(verdict.action, event, agent, alert)
         self.bus.publish(alert)
         log.warning("%s", log_line(alert))

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import psutil
 
 from .correlate import Target
-from .decode import AT_FDCWD, ExecEvent, ForkEvent
+from .abi import FileOp
+from .decode import AT_FDCWD, ExecEvent, FileChangeEvent, ForkEvent
 from .profiles import Profile, ProcessFacts
-from .secret_files import file_id
+from .secret_files import file_id, lstat_id
 
 EXITED_KEPT = 4096  # exited processes remembered for the ancestry of later alerts
 
@@ -177,8 +178,9 @@ class ProcessTable:
                 p.agent = None
 
     # -- enrichment ------------------------------------------------------------------------
-    def resolve(self, pid: int, path: str, dirfd: int = AT_FDCWD) -> Target:
-        """Absolute and canonical spellings of a path as process pid named it."""
+    def resolve(self, pid: int, path: str, dirfd: int = AT_FDCWD, follow: bool = True) -> Target:
+        """Absolute and canonical spellings of a path as process pid named it. follow=False for
+        operations on the name itself (unlink, rename, link): a final symlink is not followed."""
         resolved = True
         if not path.startswith("/"):
             base = _readlink(f"/proc/{pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{pid}/fd/{dirfd}")
@@ -192,8 +194,30 @@ class ProcessTable:
             path = os.path.join(base, path)
         # `..` is resolved by realpath, after the symlink before it, as the kernel does: a
         # lexical normpath would turn /proc/PID/cwd/../x into /proc/PID/x.
-        canonical = os.path.realpath(_proc_self_as(pid, path))
-        return Target(_tidy(path), canonical, resolved, file_id(canonical))
+        absolute = _proc_self_as(pid, path)
+        if follow:
+            canonical = os.path.realpath(absolute)
+        else:
+            head, name = os.path.split(absolute.rstrip("/") or "/")
+            canonical = os.path.join(os.path.realpath(head), name) if name not in ("", ".", "..") \
+                else os.path.realpath(absolute)
+        return Target(_tidy(path), canonical, resolved, file_id(canonical) if follow else lstat_id(canonical))
+
+    def change_targets(self, event: FileChangeEvent) -> tuple[Target | None, Target | None]:
+        """The names a file change acts on: (the changed file or a symlink's target, the second name)."""
+        pid = event.hdr.pid
+        follow = event.op in (FileOp.CHMOD, FileOp.CHOWN, FileOp.TRUNCATE)
+        second = self.resolve(pid, event.path2, event.dirfd2, follow=False) if event.path2 else None
+        if event.fd >= 0 and not event.path:
+            fd_path = _readlink(f"/proc/{pid}/fd/{event.fd}")
+            return (self.resolve(pid, fd_path) if fd_path and fd_path.startswith("/") else None), second
+        if not event.path:
+            return None, second
+        if event.op == FileOp.SYMLINK:
+            # A relative symlink target is relative to the link's directory, not to the cwd.
+            base = os.path.dirname(second.literal) if second and not event.path.startswith("/") else ""
+            return self.resolve(pid, os.path.join(base, event.path) if base else event.path, event.dirfd), second
+        return self.resolve(pid, event.path, event.dirfd, follow=follow), second
 
     def facts(self, event: ExecEvent) -> ProcessFacts:
         """What profiles' match selectors see for a process that just called exec."""

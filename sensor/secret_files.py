@@ -29,6 +29,15 @@ def file_id(path: str) -> FileId | None:
     return st.st_dev, st.st_ino
 
 
+def lstat_id(path: str) -> FileId | None:
+    """The identity of the name itself (a symlink, not what it points at)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def link_count(path: str) -> int:
     try:
         return os.stat(path).st_nlink

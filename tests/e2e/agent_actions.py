@@ -14,6 +14,8 @@ Each ACTION is done in order; then the agent prints "done" and sleeps, so a test
   hold-connection  connect to the allowed port and keep the connection open
   chdir:DIR        change directory (relative paths that follow resolve against it)
   open:PATH        open PATH for reading, as given (relative, with .. or //, a link, /proc/...)
+  rename:A:B / link:A:B / symlink:TARGET:LINK / unlink:P / chmod:P / truncate:P
+                   the file change, names as given (the attempt counts even if it fails)
   fork-storm       keep forking children (some spin without syscalls, some double-fork and
                    setsid), each writing its pid to WORKSPACE/out/storm, while the parent
                    writes outside files.write (a user-space kill lands mid-storm)
@@ -83,6 +85,12 @@ def fork_storm(workspace: str) -> None:
             open(os.path.join(workspace, "forbidden.txt"), "w").close()
 
 
+CHANGES = {
+    "rename": os.rename, "link": os.link, "symlink": os.symlink, "unlink": os.unlink,
+    "chmod": lambda path: os.chmod(path, 0o644), "truncate": lambda path: os.truncate(path, 0),
+}
+
+
 def main() -> None:
     workspace, port = sys.argv[1], int(sys.argv[2])
     for action in sys.argv[3:]:
@@ -107,6 +115,12 @@ def main() -> None:
                 os.close(os.open(action[len("open:"):], os.O_RDONLY))
             except OSError:
                 pass  # the attempt is what counts
+        elif action.split(":", 1)[0] in CHANGES:
+            op, *names = action.split(":")
+            try:
+                CHANGES[op](*names)
+            except OSError:
+                pass
         elif action == "hold-connection":
             held = socket.create_connection(("127.0.0.1", port), timeout=5)  # noqa: F841 - kept open
         elif action == "fork-storm":

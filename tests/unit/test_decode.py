@@ -246,7 +246,7 @@ def test_open_cut_inside_fixed_part():
         decode(data[: abi.OpenEvent.path.offset - 1])
 
 
-@pytest.mark.parametrize("type_", [0, 6, abi.EVENT_TYPE_MAX, 0xFFFFFFFF])
+@pytest.mark.parametrize("type_", [0, max(abi.EventType) + 1, abi.EVENT_TYPE_MAX, 0xFFFFFFFF])
 def test_unknown_event_type(type_):
     ev = build(abi.ExitEvent, abi.EventType.EXIT)
     ev.hdr.type = type_
