@@ -134,10 +134,17 @@ struct open_event {
 	char path[SENSOR_PATH_MAX];
 };
 
+enum net_call {
+	NET_CALL_CONNECT = 1, /* connect(2), seen at syscall entry */
+	NET_CALL_SENDMSG = 2, /* a datagram sent to an address (sendto/sendmsg), seen by the cgroup hook */
+};
+
 struct connect_event {
 	struct event_header hdr;
-	__s32 fd;
+	__s32 fd;      /* -1 when the cgroup hook saw it (no fd there) */
 	__u32 addrlen; /* as passed by the caller */
+	__u32 call;    /* enum net_call */
+	__u32 refused; /* 1: the kernel refused the call (EPERM): nothing was sent */
 	__u8 addr[SENSOR_SOCKADDR_MAX]; /* the caller's sockaddr, min(addrlen, SENSOR_SOCKADDR_MAX) bytes */
 };
 

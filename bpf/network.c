@@ -15,28 +15,35 @@ static __always_inline int port_allowed(struct port_ranges *ranges, u16 port)
  * connect returns, so no byte can be sent on it. Address and port are exactly what the kernel
  * will use, so this decision is conclusive (unlike a path, an address has no other spelling
  * but the v4-mapped one, which is folded here). */
+/* Is this destination (addr: 16 bytes, IPv4 as ::ffff:a.b.c.d; port in host order) allowed for
+ * the slot? Shared by the connect tracepoint and the cgroup egress hooks (egress.c). */
+static __always_inline int destination_allowed(u32 slot, const u8 *addr, u16 port)
+{
+	struct addr_lpm_key key = {.prefixlen = 32 + 128, .slot = slot};
+	__builtin_memcpy(key.addr, addr, 16);
+	struct port_ranges *ranges = allowed_dests.lookup(&key);
+	return ranges && port_allowed(ranges, port);
+}
+
 static __always_inline u32 enforce_connect(struct tracked_proc *t, struct connect_event *e)
 {
 	struct slot_policy *policy = policy_of(t);
 	if (!policy || !(policy->flags & ENFORCE_CONNECT))
 		return KERNEL_ACTION_NONE;
 	u16 family = *(u16 *)e->addr;
-	struct addr_lpm_key key = {.prefixlen = 32 + 128, .slot = t->slot};
-	u16 port;
+	u8 addr[16] = {};
 	if (family == AF_INET && e->addrlen >= 8) {
-		key.addr[10] = 0xff;
-		key.addr[11] = 0xff;
-		__builtin_memcpy(&key.addr[12], &e->addr[4], 4);
-		port = (e->addr[2] << 8) | e->addr[3];
+		addr[10] = 0xff;
+		addr[11] = 0xff;
+		__builtin_memcpy(&addr[12], &e->addr[4], 4);
 	} else if (family == AF_INET6 && e->addrlen >= 24) {
-		__builtin_memcpy(key.addr, &e->addr[8], 16);
-		port = (e->addr[2] << 8) | e->addr[3];
+		__builtin_memcpy(addr, &e->addr[8], 16);
 	} else {
 		return KERNEL_ACTION_NONE; /* unix and others: user space */
 	}
-	struct port_ranges *ranges = allowed_dests.lookup(&key);
-	if (ranges && port_allowed(ranges, port))
+	if (destination_allowed(t->slot, addr, (e->addr[2] << 8) | e->addr[3]))
 		return KERNEL_ACTION_NONE;
+	/* The cgroup connect hook (egress.c) refuses this connect too, when it is attached. */
 	return act(t, policy->connect_action);
 }
 
@@ -54,6 +61,8 @@ int on_sys_enter_connect(struct tracepoint__syscalls__sys_enter_connect *args)
 	fill_header(&e->hdr, EVENT_CONNECT, t->slot);
 	e->fd = args->fd;
 	e->addrlen = args->addrlen;
+	e->call = NET_CALL_CONNECT;
+	e->refused = 0;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
 	bpf_probe_read_user(e->addr, bounded((u32)args->addrlen, SENSOR_SOCKADDR_MAX),
 			    (void *)args->uservaddr);

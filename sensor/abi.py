@@ -132,11 +132,18 @@ class OpenEvent(ctypes.Structure):
     ]
 
 
+class NetCall(enum.IntEnum):
+    CONNECT = 1
+    SENDMSG = 2
+
+
 class ConnectEvent(ctypes.Structure):
     _fields_ = [
         ("hdr", EventHeader),
         ("fd", ctypes.c_int32),
         ("addrlen", ctypes.c_uint32),
+        ("call", ctypes.c_uint32),
+        ("refused", ctypes.c_uint32),
         ("addr", ctypes.c_uint8 * SOCKADDR_MAX),
     ]
 
@@ -241,6 +248,7 @@ CONSTANTS = {
     **{f"OPEN_SYSCALL_{m.name}": m.value for m in OpenSyscall},
     **{f"OPEN_{m.name}": m.value for m in OpenInfo},
     **{f"FILE_OP_{m.name}": m.value for m in FileOp},
+    **{f"NET_CALL_{m.name}": m.value for m in NetCall},
     **{f"EXEC_{m.name}": m.value for m in ExecFlags},
     **{f"KERNEL_ACTION_{m.name}": m.value for m in KernelAction},
     **{f"ENFORCE_{m.name}": m.value for m in EnforceFlags},

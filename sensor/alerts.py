@@ -61,7 +61,8 @@ def event_message(event: Event, target: Target | None, target2: Target | None = 
             resolved_path2=target2.canonical if target2 else "", fd=event.fd))
     if isinstance(event, ConnectEvent):
         return pb.Event(type="connect", network=pb.NetworkConnect(
-            family=FAMILIES.get(event.family, str(event.family)), address=event.address, port=event.port or 0))
+            family=FAMILIES.get(event.family, str(event.family)), address=event.address, port=event.port or 0,
+            call=event.call.name.lower(), refused=event.refused))
     if isinstance(event, ExecEvent):
         return pb.Event(type="exec", exec=pb.ProgramExec(
             filename=event.filename, resolved_path=target.canonical if target else "", argv=list(event.argv)))

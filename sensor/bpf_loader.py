@@ -7,6 +7,8 @@ skipped and reported; a missing required probe stops the start with a message na
 from __future__ import annotations
 
 import ctypes
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,10 +17,17 @@ from . import abi
 from .probes import Capability, ensure_tracefs, tracepoint_exists, tracepoint_has_field
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+log = logging.getLogger("agent-sensor")
 # The maps and one program file per event family. bcc rewrites map method calls and generates
 # tracepoint argument structs only in its main source text, so the files are joined into one text
 # rather than #included; events.h, plain C, is included normally.
-PROGRAM_FILES = ("maps.h", "process.c", "files.c", "changes.c", "network.c")
+PROGRAM_FILES = ("maps.h", "process.c", "files.c", "changes.c", "network.c", "egress.c")
+# cgroup sock_addr hooks of egress.c: (function, BPF attach type, name bpftool shows for it).
+EGRESS_HOOKS = (
+    ("egress_connect4", 10, "cgroup_inet4_connect"), ("egress_connect6", 11, "cgroup_inet6_connect"),
+    ("egress_sendmsg4", 14, "cgroup_udp4_sendmsg"), ("egress_sendmsg6", 15, "cgroup_udp6_sendmsg"),
+)
+BPF_F_ALLOW_MULTI = 2  # share the root cgroup with other users' programs (systemd, ...)
 PRELUDE = """#include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 #include <linux/fcntl.h>
@@ -122,10 +131,52 @@ class SensorBPF:
         self.capabilities = [Capability(f"tracepoint {p.name}", p in present,
                                         "attached" if p in present else "absent in this kernel: skipped")
                              for p in PROBES]
+        self.capabilities.append(self._attach_egress_hooks())
         return self.capabilities
+
+    def _attach_egress_hooks(self) -> Capability:
+        """Refuse forbidden connects and datagrams inside the syscall, for every process in the
+        cgroup v2 hierarchy (on hybrid hosts too: every process has a v2 cgroup)."""
+        from bcc import BPF
+
+        from .cgroup_bpf import detach_stale
+        from .probes import cgroup_v2_root
+        root = cgroup_v2_root()
+        if root is None:
+            return Capability("egress_refusal", False, "no cgroup v2: forbidden connects are killed at the "
+                              "syscall, and a forbidden datagram may leave before the kill")
+        for note in detach_stale(root, tuple(fn for fn, _, _ in EGRESS_HOOKS),
+                                 {name: atype for _, atype, name in EGRESS_HOOKS}, set()):
+            log.info("egress: %s", note)
+        self._egress_root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        self._egress = []
+        try:
+            for fn_name, atype, _ in EGRESS_HOOKS:
+                fn = self.bpf.load_func(fn_name.encode(), BPF.CGROUP_SOCK_ADDR, None, atype)
+                BPF.attach_func(fn, self._egress_root_fd, atype, BPF_F_ALLOW_MULTI)
+                self._egress.append((fn, atype))
+        except Exception as exc:  # bcc raises bare Exception
+            self._detach_egress_hooks()
+            return Capability("egress_refusal", False, f"cgroup sock_addr hooks did not attach at {root} ({exc}): "
+                              "forbidden connects are killed at the syscall, datagrams may leave first")
+        return Capability("egress_refusal", True, f"connect/sendmsg hooks on {root}: forbidden destinations get EPERM")
+
+    def _detach_egress_hooks(self) -> None:
+        from bcc import BPF
+        for fn, atype in getattr(self, "_egress", []):
+            try:
+                BPF.detach_func(fn, self._egress_root_fd, atype)
+            except Exception as exc:  # noqa: BLE001 - reported, the rest still detach
+                log.warning("egress: detaching %s: %s", fn.name, exc)
+        self._egress = []
+        if getattr(self, "_egress_root_fd", None) is not None:
+            os.close(self._egress_root_fd)
+            self._egress_root_fd = None
 
     def close(self) -> None:
         if self._bpf is not None:
+            # cgroup attachments outlive the process: detach them explicitly.
+            self._detach_egress_hooks()
             self._bpf.cleanup()
             self._bpf = None
 

@@ -88,6 +88,8 @@ class ConnectEvent:
     family: int
     address: str          # IP text, unix path, "@name" for abstract unix sockets, "" if unknown
     port: int | None
+    call: abi.NetCall = abi.NetCall.CONNECT
+    refused: bool = False  # the kernel refused the call (EPERM): nothing was sent
     kind: str = field(default="connect", init=False)
 
     @property
@@ -210,7 +212,8 @@ def decode_sockaddr(addr: bytes, addrlen: int) -> tuple[int, str, int | None]:
 def _decode_connect(data: bytes) -> ConnectEvent:
     raw = _fixed(abi.ConnectEvent, data)
     family, address, port = decode_sockaddr(bytes(raw.addr), raw.addrlen)
-    return ConnectEvent(hdr=_header(raw.hdr), fd=raw.fd, family=family, address=address, port=port)
+    return ConnectEvent(hdr=_header(raw.hdr), fd=raw.fd, family=family, address=address, port=port,
+                        call=_enum(abi.NetCall, raw.call, "network call"), refused=bool(raw.refused))
 
 
 def _decode_change(data: bytes) -> FileChangeEvent:

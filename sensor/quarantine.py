@@ -40,16 +40,13 @@ What is left behind, deliberately:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
-import json
 import logging
 import os
 import re
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections import defaultdict, deque
@@ -57,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from .cgroup_bpf import detach_stale, fd_links, held_prog_ids, prog_id_of
 from .probes import cgroup_v2_root
 from .processes import cgroup_path, start_ticks, user_name
 
@@ -250,21 +248,6 @@ def _fmt(pids: Iterable[int]) -> str:
 
 # -- sockets ------------------------------------------------------------------------------------
 
-def _fd_links(pid: int) -> list[tuple[int, str]]:
-    base = f"/proc/{pid}/fd"
-    out = []
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return out
-    for name in names:
-        try:
-            out.append((int(name), os.readlink(f"{base}/{name}")))
-        except (OSError, ValueError):
-            continue
-    return sorted(out)
-
-
 def _socket_inode(target: str) -> int | None:
     if target.startswith("socket:[") and target.endswith("]"):
         return int(target[8:-1])
@@ -372,7 +355,7 @@ def _inet_cookies(pids: Iterable[int]) -> tuple[set[int], list[str]]:
     """Cookies of the inet sockets the processes hold, and what could not be resolved."""
     holders: dict[int, tuple[int, int]] = {}
     for pid in pids:
-        for fd, target in _fd_links(pid):
+        for fd, target in fd_links(pid):
             inode = _socket_inode(target)
             if inode is not None:
                 holders.setdefault(inode, (pid, fd))
@@ -399,90 +382,9 @@ def _inet_cookies(pids: Iterable[int]) -> tuple[set[int], list[str]]:
 
 # -- programs attached to cgroups (sweep after a crash) -----------------------------------------
 
-def _cgroup_programs(cg: Path) -> list[dict] | None:
-    """Programs attached to cg (bpftool); None if bpftool is unavailable."""
-    tool = shutil.which("bpftool")
-    if not tool:
-        return None
-    proc = subprocess.run([tool, "cgroup", "show", str(cg), "-j"], capture_output=True, text=True,
-                          check=False)
-    if proc.returncode != 0:
-        return None
-    try:
-        return json.loads(proc.stdout or "[]")
-    except ValueError:
-        return None
-
-
-def _held_prog_ids() -> set[int]:
-    """Ids of the BPF programs some process holds an fd of."""
-    held: set[int] = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        for fd, target in _fd_links(int(name)):
-            if target != "anon_inode:bpf-prog":
-                continue
-            pid_ = _prog_id_of(f"/proc/{name}/fdinfo/{fd}")
-            if pid_ is not None:
-                held.add(pid_)
-    return held
-
-
-def _prog_id_of(fdinfo: str) -> int | None:
-    try:
-        with open(fdinfo) as f:
-            for line in f:
-                if line.startswith("prog_id:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-_libbpf = None
-
-
-def _detach_by_id(cg: Path, prog_id: int, attach_type: int) -> str | None:
-    """Detach program prog_id from cg; an error text or None."""
-    global _libbpf
-    if _libbpf is None:
-        name = ctypes.util.find_library("bpf") or "libbpf.so.1"
-        try:
-            _libbpf = ctypes.CDLL(name, use_errno=True)
-        except OSError as exc:
-            return f"libbpf not loadable: {exc}"
-    prog_fd = _libbpf.bpf_prog_get_fd_by_id(ctypes.c_uint32(prog_id))
-    if prog_fd < 0:
-        return f"program {prog_id}: {os.strerror(-prog_fd if prog_fd < -1 else ctypes.get_errno())}"
-    try:
-        cg_fd = os.open(cg, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:
-        os.close(prog_fd)
-        return str(exc)
-    try:
-        res = _libbpf.bpf_prog_detach2(prog_fd, cg_fd, attach_type)
-        if res < 0:
-            return f"detach {prog_id} from {cg}: {os.strerror(-res if res < -1 else ctypes.get_errno())}"
-        return None
-    finally:
-        os.close(cg_fd)
-        os.close(prog_fd)
-
-
 def _detach_stale(cg: Path, held: set[int]) -> list[str]:
     """Detach isolate.c programs attached to cg that no process holds (left by a crash)."""
-    notes = []
-    for entry in _cgroup_programs(cg) or []:
-        if entry.get("name") not in OUR_PROGRAMS:
-            continue
-        prog_id = entry.get("id")
-        atype = ATTACH_TYPES.get(entry.get("attach_type", ""))
-        if prog_id in held or prog_id in _LIVE_PROG_IDS or atype is None:
-            continue
-        err = _detach_by_id(cg, prog_id, atype)
-        notes.append(err or f"detached stale {entry['name']} (id {prog_id}) from {cg}")
-    return notes
+    return detach_stale(cg, OUR_PROGRAMS, ATTACH_TYPES, held | _LIVE_PROG_IDS)
 
 
 # -- the quarantine -----------------------------------------------------------------------------
@@ -696,7 +598,7 @@ class Quarantine:
         self._bpf_error = None
         with _REGISTRY_LOCK:
             for fn in (fn_all, fn_sock):
-                prog_id = _prog_id_of(f"/proc/self/fdinfo/{fn.fd}")
+                prog_id = prog_id_of(f"/proc/self/fdinfo/{fn.fd}")
                 if prog_id is not None:
                     _LIVE_PROG_IDS.add(prog_id)
                     self._prog_ids.add(prog_id)
@@ -993,11 +895,11 @@ class Quarantine:
                         continue
                     except OSError:
                         pass
-                held = _held_prog_ids() if held is None else held
+                held = held_prog_ids() if held is None else held
                 notes += _detach_stale(cg, held)
                 notes.append(f"kept leftover {cg.name} (holds processes; release or kill it)")
         if shutil.which("bpftool"):
-            held = _held_prog_ids() if held is None else held
+            held = held_prog_ids() if held is None else held
             notes += _detach_stale(_hierarchy_root(self.root), held)
         for note in notes:
             log.warning("quarantine sweep: %s", note)
@@ -1015,7 +917,7 @@ class Quarantine:
             if self._bpf is not None:
                 with _REGISTRY_LOCK:
                     for fn in (self._fn_all, self._fn_sock):
-                        _LIVE_PROG_IDS.discard(_prog_id_of(f"/proc/self/fdinfo/{fn.fd}"))
+                        _LIVE_PROG_IDS.discard(prog_id_of(f"/proc/self/fdinfo/{fn.fd}"))
                 self._bpf.cleanup()
                 self._bpf = self._fn_all = self._fn_sock = None
 
@@ -1064,7 +966,7 @@ def _process_facts(pid: int, sockets: dict[int, dict]) -> dict | None:
     facts["state"] = _status_state(pid)
     facts["cgroup"] = cgroup_path(pid)
     open_files, socks = [], []
-    for fd, target in _fd_links(pid):
+    for fd, target in fd_links(pid):
         kind = _fd_kind(target)
         entry: dict = {"fd": fd, "target": target, "kind": kind}
         if kind in ("socket", "pipe"):

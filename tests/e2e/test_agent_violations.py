@@ -69,7 +69,7 @@ def test_violation_alerts_and_kills(daemon, action, kind, rule, target):
         assert event["file"]["resolved_path"] == str(daemon.workspace / target)
         assert event["file"]["write"] is True
     elif action == "connect-denied":
-        assert event["network"] == {"family": "inet", "address": "127.0.0.1", "port": daemon.port + 1}
+        assert event["network"] == {"family": "inet", "address": "127.0.0.1", "port": daemon.port + 1, "call": "connect"}
     elif action == "exec-forbidden":
         assert alert["rule"]["pattern"] == "/usr/bin/id" and "exec_deny" in alert["reason"]
         assert event["exec"]["filename"] == "/usr/bin/id"

@@ -132,9 +132,47 @@ def test_forbidden_connect_is_killed_before_data_is_sent(sensor_bpf, tracker, sp
     tracker.track(child.pid, slot)
     child.go()
     assert child.wait() == KILLED
-    assert received_bytes(listener) == 0
+    # The cgroup connect hook refused the connect: not even a handshake reached the listener.
+    listener.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        listener.accept()
     allowed.close()
     sensor_bpf.forget_doomed(child.pid)
+
+
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_forbidden_datagram_never_leaves(sensor_bpf, tracker, spawn, policy, secret, events, family, host):
+    """A kill at syscall entry would still let sendto() send its datagram; the cgroup sendmsg
+    hook refuses the call itself (EPERM), so the receiver gets nothing."""
+    receiver = socket.socket(family, socket.SOCK_DGRAM)
+    receiver.bind((host, 0))
+    port = receiver.getsockname()[1]
+    slot = policy(kill_profile(secret, 1))
+
+    def exfiltrate(ch):
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.sendto(b"exfiltrated data", (host, port))
+
+    child = spawn(exfiltrate)
+    tracker.track(child.pid, slot)
+    child.go()
+    assert child.wait() == KILLED
+    receiver.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        receiver.recv(100)
+    receiver.close()
+    evs = events.wait_for([child.pid], lambda evs: any(e.kind == "connect" for e in evs))
+    sent = [e for e in evs if e.kind == "connect"][0]
+    assert sent.call == abi.NetCall.SENDMSG and sent.refused and sent.port == port
+    assert sent.hdr.kernel_action == abi.KernelAction.KILL
+    sensor_bpf.forget_doomed(child.pid)
+
+
+def test_untracked_processes_pass_the_egress_hooks(listener):
+    """Only agents are judged: the test process itself connects and sends freely."""
+    with socket.create_connection(listener.getsockname()) as s:
+        s.sendall(b"hello")
+    assert received_bytes(listener) == 5
 
 
 def test_allowed_connect_and_reads_are_untouched(tracker, spawn, policy, secret, listener, tmp_path):

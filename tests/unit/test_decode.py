@@ -117,7 +117,7 @@ def open_bytes(path: bytes, path_len: int | None = None, **fields) -> bytes:
 
 
 def connect_bytes(addr: bytes, addrlen: int | None = None) -> bytes:
-    ev = build(abi.ConnectEvent, abi.EventType.CONNECT, fd=7,
+    ev = build(abi.ConnectEvent, abi.EventType.CONNECT, fd=7, call=abi.NetCall.CONNECT,
                addrlen=len(addr) if addrlen is None else addrlen)
     put(ev, "addr", addr[: abi.SOCKADDR_MAX])
     return bytes(ev)
@@ -229,12 +229,14 @@ def test_shorter_than_header(size):
         decode(data)
 
 
-@pytest.mark.parametrize("struct_type, type_", [
-    (abi.ExecEvent, abi.EventType.EXEC), (abi.ForkEvent, abi.EventType.FORK),
-    (abi.ExitEvent, abi.EventType.EXIT), (abi.ConnectEvent, abi.EventType.CONNECT),
+@pytest.mark.parametrize("struct_type, type_, fields", [
+    (abi.ExecEvent, abi.EventType.EXEC, {}), (abi.ForkEvent, abi.EventType.FORK, {}),
+    (abi.ExitEvent, abi.EventType.EXIT, {}),
+    (abi.ConnectEvent, abi.EventType.CONNECT, {"call": abi.NetCall.CONNECT}),
+    (abi.FileChangeEvent, abi.EventType.FILE_CHANGE, {"op": abi.FileOp.UNLINK}),
 ])
-def test_fixed_size_events_cut_short(struct_type, type_):
-    data = bytes(build(struct_type, type_))
+def test_fixed_size_events_cut_short(struct_type, type_, fields):
+    data = bytes(build(struct_type, type_, **fields))
     decode(data)
     with pytest.raises(DecodeError):
         decode(data[:-1])
