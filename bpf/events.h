@@ -28,6 +28,7 @@ enum event_type {
 	EVENT_OPEN = 4,    /* a tracked process entered open/openat/openat2/creat */
 	EVENT_CONNECT = 5, /* a tracked process entered connect */
 	EVENT_FILE_CHANGE = 6, /* a tracked process entered rename/unlink/chmod/chown/truncate/link/symlink */
+	EVENT_INTERFACE = 7,   /* a tracked process used an interface that bypasses the traced syscalls */
 	EVENT_TYPE_MAX = 16,
 };
 
@@ -46,6 +47,17 @@ enum file_op {
 	FILE_OP_TRUNCATE = 5, /* path, or fd for ftruncate */
 	FILE_OP_LINK = 6,     /* hard link: existing path, new name path2 */
 	FILE_OP_SYMLINK = 7,  /* symlink: target path (as written), link name path2 */
+};
+
+/* Kernel interfaces that do file or network work without the syscalls the sensor traces, or
+ * reach into other processes: denied to agents unless their profile lists them (`interfaces`).
+ * Bits, so a slot's allowed set is one word. */
+enum interface {
+	INTERFACE_IO_URING = 1,     /* io_uring_setup/enter/register: I/O submitted through a ring */
+	INTERFACE_FILE_HANDLES = 2, /* name_to_handle_at/open_by_handle_at: files opened without a path */
+	INTERFACE_PROCESS_VM = 4,   /* process_vm_readv/writev: another process's memory */
+	INTERFACE_PTRACE = 8,       /* ptrace: another process's memory, registers, syscalls */
+	INTERFACE_PIDFD_GETFD = 16, /* pidfd_getfd: another process's open files and sockets */
 };
 
 enum open_info {
@@ -74,6 +86,7 @@ enum enforce_flags {
 	ENFORCE_SECRETS = 1, /* absolute paths matched against secret_paths */
 	ENFORCE_CONNECT = 2, /* inet connects matched against allowed_dests */
 	ENFORCE_EXEC = 4,    /* absolute exec names matched against denied_execs */
+	ENFORCE_INTERFACES = 8, /* interfaces not in slot_policy.interfaces_allowed */
 };
 
 enum tracked_flags {
@@ -164,6 +177,14 @@ struct file_change_event {
 	char path2[SENSOR_PATH_MAX];
 };
 
+struct interface_event {
+	struct event_header hdr;
+	__u32 interface;  /* enum interface */
+	__u32 allowed;    /* the profile lists it */
+	__s32 target_pid; /* ptrace, process_vm_*, pidfd_getfd: the other process; -1 otherwise */
+	__u32 reserved;
+};
+
 /* Value of the tracked map (key: tgid). Children inherit it at fork. */
 struct tracked_proc {
 	__u32 slot;     /* agent slot: index of the profile in user space's table */
@@ -178,6 +199,8 @@ struct slot_policy {
 	__u32 secret_action;  /* enum kernel_action */
 	__u32 connect_action; /* enum kernel_action */
 	__u32 exec_action;    /* enum kernel_action */
+	__u32 interface_action;    /* enum kernel_action */
+	__u32 interfaces_allowed;  /* enum interface bits */
 };
 
 /* LPM key of secret_paths and denied_execs: slot, then path bytes. An exact path's prefix includes its NUL; a

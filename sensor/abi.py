@@ -27,6 +27,7 @@ class EventType(enum.IntEnum):
     OPEN = 4
     CONNECT = 5
     FILE_CHANGE = 6
+    INTERFACE = 7
 
 
 class OpenSyscall(enum.IntEnum):
@@ -34,6 +35,14 @@ class OpenSyscall(enum.IntEnum):
     OPENAT2 = 2
     OPEN = 3
     CREAT = 4
+
+
+class Interface(enum.IntFlag):
+    IO_URING = 1
+    FILE_HANDLES = 2
+    PROCESS_VM = 4
+    PTRACE = 8
+    PIDFD_GETFD = 16
 
 
 class FileOp(enum.IntEnum):
@@ -70,6 +79,7 @@ class EnforceFlags(enum.IntFlag):
     SECRETS = 1
     CONNECT = 2
     EXEC = 4
+    INTERFACES = 8
 
 
 class TrackedFlags(enum.IntFlag):
@@ -165,6 +175,16 @@ class FileChangeEvent(ctypes.Structure):
     ]
 
 
+class InterfaceEvent(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("interface", ctypes.c_uint32),
+        ("allowed", ctypes.c_uint32),
+        ("target_pid", ctypes.c_int32),
+        ("reserved", ctypes.c_uint32),
+    ]
+
+
 class TrackedProc(ctypes.Structure):
     _fields_ = [
         ("slot", ctypes.c_uint32),
@@ -180,6 +200,8 @@ class SlotPolicy(ctypes.Structure):
         ("secret_action", ctypes.c_uint32),
         ("connect_action", ctypes.c_uint32),
         ("exec_action", ctypes.c_uint32),
+        ("interface_action", ctypes.c_uint32),
+        ("interfaces_allowed", ctypes.c_uint32),
     ]
 
 
@@ -220,6 +242,7 @@ STRUCTS = {
     "open_event": OpenEvent,
     "connect_event": ConnectEvent,
     "file_change_event": FileChangeEvent,
+    "interface_event": InterfaceEvent,
     "tracked_proc": TrackedProc,
     "slot_policy": SlotPolicy,
     "path_lpm_key": PathLpmKey,
@@ -249,6 +272,7 @@ CONSTANTS = {
     **{f"OPEN_{m.name}": m.value for m in OpenInfo},
     **{f"FILE_OP_{m.name}": m.value for m in FileOp},
     **{f"NET_CALL_{m.name}": m.value for m in NetCall},
+    **{f"INTERFACE_{m.name}": m.value for m in Interface},
     **{f"EXEC_{m.name}": m.value for m in ExecFlags},
     **{f"KERNEL_ACTION_{m.name}": m.value for m in KernelAction},
     **{f"ENFORCE_{m.name}": m.value for m in EnforceFlags},

@@ -17,7 +17,7 @@ from google.protobuf.json_format import MessageToDict
 
 from ._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .correlate import RuleKind, Target, Verdict
-from .decode import ConnectEvent, Event, ExecEvent, FileChangeEvent, OpenEvent
+from .decode import ConnectEvent, Event, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent
 from .processes import AgentInstance, ProcessInfo
 
 RULE_KINDS = {
@@ -27,6 +27,7 @@ RULE_KINDS = {
     RuleKind.FILE_WRITE: pb.RULE_KIND_FILE_WRITE,
     RuleKind.NETWORK_CONNECT: pb.RULE_KIND_NETWORK_CONNECT,
     RuleKind.EXEC: pb.RULE_KIND_EXEC,
+    RuleKind.INTERFACE: pb.RULE_KIND_INTERFACE,
 }
 ACTION_KINDS = {"alert": pb.ACTION_KIND_ALERT, "kill": pb.ACTION_KIND_KILL,
                 "quarantine": pb.ACTION_KIND_QUARANTINE}
@@ -59,6 +60,8 @@ def event_message(event: Event, target: Target | None, target2: Target | None = 
             path=event.path, resolved_path=target.canonical if target else "", write=True,
             syscall=event.op.name.lower(), operation=event.op.name.lower(), path2=event.path2,
             resolved_path2=target2.canonical if target2 else "", fd=event.fd))
+    if isinstance(event, InterfaceEvent):
+        return pb.Event(type="interface", interface=pb.InterfaceUse(name=event.name, target_pid=event.target_pid))
     if isinstance(event, ConnectEvent):
         return pb.Event(type="connect", network=pb.NetworkConnect(
             family=FAMILIES.get(event.family, str(event.family)), address=event.address, port=event.port or 0,

@@ -21,7 +21,7 @@ log = logging.getLogger("agent-sensor")
 # The maps and one program file per event family. bcc rewrites map method calls and generates
 # tracepoint argument structs only in its main source text, so the files are joined into one text
 # rather than #included; events.h, plain C, is included normally.
-PROGRAM_FILES = ("maps.h", "process.c", "files.c", "changes.c", "network.c", "egress.c")
+PROGRAM_FILES = ("maps.h", "process.c", "files.c", "changes.c", "network.c", "egress.c", "interfaces.c")
 # cgroup sock_addr hooks of egress.c: (function, BPF attach type, name bpftool shows for it).
 EGRESS_HOOKS = (
     ("egress_connect4", 10, "cgroup_inet4_connect"), ("egress_connect6", 11, "cgroup_inet6_connect"),
@@ -74,7 +74,8 @@ PROBES = (
     *(TracepointProbe("syscalls", f"sys_enter_{name}", False) for name in (
         "rename", "renameat", "renameat2", "unlink", "unlinkat", "chmod", "fchmodat", "fchmodat2", "fchmod",
         "chown", "lchown", "fchownat", "fchown", "truncate", "ftruncate", "link", "linkat", "symlink",
-        "symlinkat")),
+        "symlinkat", "io_uring_setup", "io_uring_enter", "io_uring_register", "name_to_handle_at",
+        "open_by_handle_at", "process_vm_readv", "process_vm_writev", "ptrace", "pidfd_getfd")),
 )
 # Optional probes are compiled only when present (bcc generates the argument struct from the
 # tracepoint's format file, which a kernel without the tracepoint does not have).
@@ -232,7 +233,8 @@ class SensorBPF:
         # Rules first, then the switch: the kernel never enforces a half-loaded slot.
         self.bpf[b"slot_policy"][ctypes.c_int(slot)] = abi.SlotPolicy(
             flags=policy.flags, secret_action=policy.secret_action, connect_action=policy.connect_action,
-            exec_action=policy.exec_action)
+            exec_action=policy.exec_action, interface_action=policy.interface_action,
+            interfaces_allowed=policy.interfaces_allowed)
 
     def clear_policy(self, slot: int) -> None:
         """Stop enforcing for a slot and drop its rules (switch first, then the rules)."""

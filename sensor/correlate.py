@@ -12,7 +12,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .decode import ConnectEvent, Event, ExecEvent, FileChangeEvent, OpenEvent
+from .decode import ConnectEvent, Event, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent
 from .abi import FileOp
 from .profiles import Profile
 
@@ -24,6 +24,7 @@ class RuleKind(str, enum.Enum):
     FILE_WRITE = "file_write"
     NETWORK_CONNECT = "network_connect"
     EXEC = "exec"
+    INTERFACE = "interface"
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ def decide(event: Event, profile: Profile, target: Target | None = None,
         return _decide_open(event, profile, target, secret_files)
     if isinstance(event, FileChangeEvent):
         return _decide_change(event, profile, target, target2, secret_files)
+    if isinstance(event, InterfaceEvent):
+        return _decide_interface(event, profile)
     if isinstance(event, ConnectEvent):
         return _decide_connect(event, profile)
     if isinstance(event, ExecEvent):
@@ -160,6 +163,23 @@ def _decide_change(event: FileChangeEvent, profile: Profile, target: Target | No
             return _verdict(profile, RuleKind.FILE_WRITE, "files.write", "",
                             f"{how} {t.canonical}, outside files.write{unresolved}", t.canonical)
     return None
+
+
+INTERFACE_WHY = {
+    "io_uring": "does file and network I/O through a ring, without the syscalls the sensor traces",
+    "file_handles": "opens files by handle, without a path the rules could judge",
+    "process_vm": "reads or writes another process's memory",
+    "ptrace": "controls another process and reads its memory",
+    "pidfd_getfd": "takes another process's open files and sockets",
+}
+
+
+def _decide_interface(event: InterfaceEvent, profile: Profile) -> Verdict | None:
+    if event.name in profile.interfaces:
+        return None
+    other = f" (pid {event.target_pid})" if event.target_pid > 0 else ""
+    return _verdict(profile, RuleKind.INTERFACE, "interfaces", "",
+                    f"used {event.name}{other}, which {INTERFACE_WHY[event.name]}; not in interfaces", event.name)
 
 
 def _decide_connect(event: ConnectEvent, profile: Profile) -> Verdict | None:

@@ -116,7 +116,20 @@ class FileChangeEvent:
     kind: str = field(default="file_change", init=False)
 
 
-Event = ExecEvent | ForkEvent | ExitEvent | OpenEvent | ConnectEvent | FileChangeEvent
+@dataclass(frozen=True)
+class InterfaceEvent:
+    hdr: Header
+    interface: abi.Interface
+    allowed: bool      # the profile lists it (the kernel knew)
+    target_pid: int    # ptrace, process_vm_*, pidfd_getfd: the other process; -1 otherwise
+    kind: str = field(default="interface", init=False)
+
+    @property
+    def name(self) -> str:
+        return self.interface.name.lower()
+
+
+Event = ExecEvent | ForkEvent | ExitEvent | OpenEvent | ConnectEvent | FileChangeEvent | InterfaceEvent
 
 
 def _text(raw: bytes) -> str:
@@ -226,6 +239,12 @@ def _decode_change(data: bytes) -> FileChangeEvent:
     )
 
 
+def _decode_interface(data: bytes) -> InterfaceEvent:
+    raw = _fixed(abi.InterfaceEvent, data)
+    return InterfaceEvent(hdr=_header(raw.hdr), interface=_enum(abi.Interface, raw.interface, "interface"),
+                          allowed=bool(raw.allowed), target_pid=raw.target_pid)
+
+
 _DECODERS = {
     abi.EventType.EXEC: _decode_exec,
     abi.EventType.FORK: _decode_fork,
@@ -233,6 +252,7 @@ _DECODERS = {
     abi.EventType.OPEN: _decode_open,
     abi.EventType.CONNECT: _decode_connect,
     abi.EventType.FILE_CHANGE: _decode_change,
+    abi.EventType.INTERFACE: _decode_interface,
 }
 
 

@@ -49,6 +49,8 @@ class KernelPolicy:
     secret_action: abi.KernelAction
     connect_action: abi.KernelAction
     exec_action: abi.KernelAction
+    interface_action: abi.KernelAction
+    interfaces_allowed: abi.Interface
     secrets: tuple[SecretPrefix, ...]
     denied_execs: tuple[SecretPrefix, ...]
     destinations: tuple[DestinationPrefix, ...]
@@ -120,6 +122,12 @@ def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
     connect_action = KERNEL_ACTIONS[profile.action_for("network.connect")]
 
     exec_action = KERNEL_ACTIONS[profile.action_for("exec")]
+    interface_action = KERNEL_ACTIONS[profile.action_for("interfaces")]
+    interfaces_allowed = abi.Interface(0)
+    for name in profile.interfaces:
+        interfaces_allowed |= abi.Interface[name.upper()]
+    if interface_action != abi.KernelAction.NONE:
+        flags |= abi.EnforceFlags.INTERFACES
     secrets = _path_prefixes(profile.secrets, "secrets", user_space_only)
     if secrets and secret_action != abi.KernelAction.NONE:
         flags |= abi.EnforceFlags.SECRETS
@@ -137,5 +145,6 @@ def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
     if audit_only:
         flags = abi.EnforceFlags(0)
     return KernelPolicy(flags=flags, secret_action=secret_action, connect_action=connect_action,
-                        exec_action=exec_action, secrets=secrets, denied_execs=denied_execs,
+                        exec_action=exec_action, interface_action=interface_action,
+                        interfaces_allowed=interfaces_allowed, secrets=secrets, denied_execs=denied_execs,
                         destinations=destinations, user_space_only=tuple(user_space_only))

@@ -20,7 +20,7 @@ from . import enforce
 from .alerts import AlertBus, build_alert, complete_action, log_line
 from .correlate import Target, decide
 from .decode import (ConnectEvent, DecodeError, Event, ExecEvent, ExitEvent, FileChangeEvent, ForkEvent,
-                     OpenEvent, decode)
+                     InterfaceEvent, OpenEvent, decode)
 from .incidents import Incident, IncidentStore
 from .kernel_rules import KernelPolicy, compile_policy
 from .secret_files import SecretFiles, link_count
@@ -195,7 +195,7 @@ class Pipeline:
             self.table.on_fork(event)
         elif isinstance(event, ExitEvent):
             self._on_exit(event)
-        elif isinstance(event, (OpenEvent, ConnectEvent, FileChangeEvent)):
+        elif isinstance(event, (OpenEvent, ConnectEvent, FileChangeEvent, InterfaceEvent)):
             self._judge(event)
 
     def _on_exec(self, event: ExecEvent) -> None:

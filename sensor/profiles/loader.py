@@ -22,6 +22,7 @@ from .schema import (
     DEFAULT_ON_VIOLATION,
     NAME_PATTERN,
     ON_VIOLATION_CHOICES,
+    INTERFACE_NAMES,
     RULE_NAMES,
     Destination,
     DestinationError,
@@ -31,8 +32,8 @@ from .schema import (
     ProfileError,
 )
 
-TOP_KEYS = ("name", "description", "match", "files", "secrets", "network", "exec", "exec_deny", "on_violation",
-            "actions")
+TOP_KEYS = ("name", "description", "match", "files", "secrets", "network", "exec", "exec_deny", "interfaces",
+            "on_violation", "actions")
 MATCH_KEYS = ("exe", "cmdline", "user", "cgroup")
 FILES_KEYS = ("read", "write")
 NETWORK_KEYS = ("connect",)
@@ -320,6 +321,16 @@ class _ProfileChecker:
             return None
         return node.value
 
+    def interfaces(self, node: Node) -> tuple[str, ...]:
+        names = []
+        for item in self.string_items(node, "interfaces"):
+            if item.value in INTERFACE_NAMES:
+                names.append(item.value)
+            else:
+                self.problem(_line(item), f"unknown interface '{_shown(item.value)}' in interfaces "
+                                          f"(known: {', '.join(INTERFACE_NAMES)})")
+        return tuple(dict.fromkeys(names))
+
     def actions(self, node: Node) -> tuple[tuple[str, str], ...]:
         fields = self.mapping(node, RULE_NAMES, "actions")
         if fields is None:
@@ -352,6 +363,7 @@ class _ProfileChecker:
         connect = self.network(fields["network"]) if "network" in fields else ()
         execs = self.path_globs(fields["exec"], "exec") if "exec" in fields else ()
         exec_deny = self.path_globs(fields["exec_deny"], "exec_deny") if "exec_deny" in fields else ()
+        interfaces = self.interfaces(fields["interfaces"]) if "interfaces" in fields else ()
         on_violation = (
             self.on_violation(fields["on_violation"]) if "on_violation" in fields else DEFAULT_ON_VIOLATION
         )
@@ -372,6 +384,7 @@ class _ProfileChecker:
             network_connect=connect,
             exec=execs,
             exec_deny=exec_deny,
+            interfaces=interfaces,
             on_violation=on_violation,
             actions=actions,
         )

@@ -19,7 +19,10 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 ON_VIOLATION_CHOICES = ("alert", "kill", "quarantine")
 # The rules a profile defines, by the key that holds them: `actions` may set one per rule.
-RULE_NAMES = ("secrets", "files.read", "files.write", "network.connect", "exec")
+RULE_NAMES = ("secrets", "files.read", "files.write", "network.connect", "exec", "interfaces")
+# Kernel interfaces that bypass the traced syscalls (bpf/events.h, enum interface): denied to an
+# agent unless its profile's `interfaces` lists them.
+INTERFACE_NAMES = ("io_uring", "file_handles", "process_vm", "ptrace", "pidfd_getfd")
 # exec_deny violations are `exec` violations: one rule kind, one action.
 DEFAULT_ON_VIOLATION = "alert"
 
@@ -251,6 +254,7 @@ class Profile:
     network_connect: tuple[Destination, ...] = ()
     exec: tuple[PathGlob, ...] = ()
     exec_deny: tuple[PathGlob, ...] = ()  # never, whatever `exec` allows
+    interfaces: tuple[str, ...] = ()     # INTERFACE_NAMES the agent may use
     on_violation: str = DEFAULT_ON_VIOLATION
     actions: tuple[tuple[str, str], ...] = ()  # (rule name, action) overriding on_violation
 

@@ -10,6 +10,7 @@ Each ACTION is done in order; then the agent prints "done" and sleeps, so a test
   connect-denied   connect to 127.0.0.1 on a port the profile does not allow
   exec-denied      run /usr/bin/sleep (not in the profile's exec list)
   exec-forbidden   run /usr/bin/id (in the profile's exec_deny list)
+  io-uring         set up an io_uring (file and network I/O the sensor's syscalls do not see)
   fork-secret      fork a child that reads /etc/shadow; print "child PID"; wait for it
   hold-connection  connect to the allowed port and keep the connection open
   chdir:DIR        change directory (relative paths that follow resolve against it)
@@ -106,6 +107,12 @@ def main() -> None:
             subprocess.run(["/usr/bin/sleep", "30"], stdout=subprocess.DEVNULL)
         elif action == "fork-secret":
             fork_secret()
+        elif action == "io-uring":
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.syscall(425, 4, ctypes.create_string_buffer(120))  # io_uring_setup
+            if fd >= 0:
+                os.close(fd)
         elif action == "exec-forbidden":
             subprocess.run(["/usr/bin/id"], stdout=subprocess.DEVNULL)
         elif action.startswith("chdir:"):

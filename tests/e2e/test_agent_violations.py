@@ -41,6 +41,7 @@ def test_allowed_actions_raise_no_alert(daemon):
     ("connect-denied", "RULE_KIND_NETWORK_CONNECT", "network.connect", None),
     ("exec-denied", "RULE_KIND_EXEC", "exec", None),
     ("exec-forbidden", "RULE_KIND_EXEC", "exec", None),
+    ("io-uring", "RULE_KIND_INTERFACE", "interfaces", None),
 ])
 def test_violation_alerts_and_kills(daemon, action, kind, rule, target):
     run = daemon.run_agent("e2e-kill", "allowed", action)
@@ -57,7 +58,7 @@ def test_violation_alerts_and_kills(daemon, action, kind, rule, target):
     assert run.pid in alert["action"]["signalled_pids"]
     # Secrets and inet connects are decided in the kernel: the agent dies inside the syscall and
     # never reports having done it. The others are decided in user space.
-    in_kernel = action in ("secret", "connect-denied", "exec-forbidden")
+    in_kernel = action in ("secret", "connect-denied", "exec-forbidden", "io-uring")
     assert alert["action"].get("in_kernel", False) is in_kernel
     if in_kernel and action != "exec-forbidden":  # there the offender is a child, not the agent
         assert f"did {action}" not in run.stdout
@@ -70,6 +71,8 @@ def test_violation_alerts_and_kills(daemon, action, kind, rule, target):
         assert event["file"]["write"] is True
     elif action == "connect-denied":
         assert event["network"] == {"family": "inet", "address": "127.0.0.1", "port": daemon.port + 1, "call": "connect"}
+    elif action == "io-uring":
+        assert event["interface"]["name"] == "io_uring" and "io_uring" in alert["reason"]
     elif action == "exec-forbidden":
         assert alert["rule"]["pattern"] == "/usr/bin/id" and "exec_deny" in alert["reason"]
         assert event["exec"]["filename"] == "/usr/bin/id"

@@ -336,3 +336,81 @@ def test_denied_program_never_runs(sensor_bpf, tracker, spawn, policy, tmp_path,
     assert denied[0].filename == str(evil) and denied[0].flags & abi.ExecFlags.DENIED
     assert denied[0].hdr.kernel_action == abi.KernelAction.KILL
     sensor_bpf.forget_doomed(child.pid)
+
+
+SYSCALLS = {"io_uring_setup": 425, "name_to_handle_at": 303, "process_vm_readv": 310, "ptrace": 101,
+            "pidfd_getfd": 438}
+
+
+def _syscall(name: str, *args) -> int:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc.syscall(ctypes.c_long(SYSCALLS[name]), *args)
+
+
+def _use_interface(name: str, other: int) -> None:
+    """The smallest real use of each interface (the kernel acts at entry, success is not needed).
+    other: a throwaway process to point ptrace and process_vm at (never the test process: the
+    syscall still runs after a kill at entry, and an attach would stop it)."""
+    import ctypes
+    if name == "io_uring":
+        params = ctypes.create_string_buffer(120)  # struct io_uring_params
+        fd = _syscall("io_uring_setup", ctypes.c_uint(4), params)
+        if fd >= 0:
+            os.close(fd)
+    elif name == "file_handles":
+        handle = ctypes.create_string_buffer(128)
+        ctypes.memmove(handle, (120).to_bytes(4, "little"), 4)  # struct file_handle.handle_bytes
+        mount_id = ctypes.c_int()
+        _syscall("name_to_handle_at", ctypes.c_int(-100), b"/etc/hostname", handle, ctypes.byref(mount_id),
+                 ctypes.c_int(0))
+    elif name == "process_vm":
+        buf = ctypes.create_string_buffer(8)
+        local = (ctypes.c_void_p * 2)(ctypes.cast(buf, ctypes.c_void_p), 8)
+        _syscall("process_vm_readv", ctypes.c_int(other), local, ctypes.c_ulong(1), local,
+                 ctypes.c_ulong(1), ctypes.c_ulong(0))
+    elif name == "ptrace":
+        _syscall("ptrace", ctypes.c_long(16), ctypes.c_long(other), None, None)  # PTRACE_ATTACH
+
+
+@pytest.fixture
+def bystander():
+    import subprocess
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.parametrize("interface", ["io_uring", "file_handles", "process_vm", "ptrace"])
+def test_bypassing_interfaces_are_denied_to_agents(sensor_bpf, tracker, spawn, policy, events, interface,
+                                                   bystander):
+    slot = policy("name: nobypass\non_violation: kill\n")
+
+    def use(ch):
+        _use_interface(interface, bystander)
+
+    child = spawn(use)
+    tracker.track(child.pid, slot)
+    child.go()
+    assert child.wait() == KILLED
+    evs = events.wait_for([child.pid], lambda evs: any(e.kind == "interface" for e in evs))
+    used = [e for e in evs if e.kind == "interface"][0]
+    assert used.name == interface and not used.allowed
+    assert used.hdr.kernel_action == abi.KernelAction.KILL
+    sensor_bpf.forget_doomed(child.pid)
+
+
+def test_a_listed_interface_is_allowed(tracker, spawn, policy, events):
+    slot = policy("name: uring\ninterfaces: [io_uring]\non_violation: kill\n")
+
+    def use(ch):
+        _use_interface("io_uring", -1)
+
+    child = spawn(use)
+    tracker.track(child.pid, slot)
+    child.go()
+    assert child.wait() == 0
+    evs = events.wait_for([child.pid], lambda evs: any(e.kind == "interface" for e in evs))
+    assert [e for e in evs if e.kind == "interface"][0].allowed
