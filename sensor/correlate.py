@@ -25,6 +25,7 @@ class RuleKind(str, enum.Enum):
     NETWORK_CONNECT = "network_connect"
     EXEC = "exec"
     INTERFACE = "interface"
+    CONTAINER_RUNTIME = "container_runtime"
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def decide(event: Event, profile: Profile, target: Target | None = None,
     if isinstance(event, InterfaceEvent):
         return _decide_interface(event, profile)
     if isinstance(event, ConnectEvent):
-        return _decide_connect(event, profile)
+        return _decide_connect(event, profile, target)
     if isinstance(event, ExecEvent):
         return _decide_exec(event, profile, target)
     return None
@@ -182,7 +183,13 @@ def _decide_interface(event: InterfaceEvent, profile: Profile) -> Verdict | None
                     f"used {event.name}{other}, which {INTERFACE_WHY[event.name]}; not in interfaces", event.name)
 
 
-def _decide_connect(event: ConnectEvent, profile: Profile) -> Verdict | None:
+# Sockets that give whoever connects control of the host's containers (and so of the host).
+CONTAINER_RUNTIME_SOCKETS = re.compile(
+    r"/(var/)?run/(docker\.sock|docker/.*\.sock|containerd/containerd\.sock|crio/crio\.sock|podman/podman\.sock"
+    r"|buildkit/buildkitd\.sock|cri-dockerd\.sock|user/\d+/(podman/podman|docker)\.sock)")
+
+
+def _decide_connect(event: ConnectEvent, profile: Profile, target: Target | None = None) -> Verdict | None:
     if event.family in (socket.AF_INET, socket.AF_INET6):
         ip = event.ip
         if ip is None:
@@ -194,9 +201,15 @@ def _decide_connect(event: ConnectEvent, profile: Profile) -> Verdict | None:
         return _verdict(profile, RuleKind.NETWORK_CONNECT, "network.connect", "",
                         f"connect to {shown}, not in network.connect", shown)
     if event.family == socket.AF_UNIX:
-        if profile.allowed_destination_unix(event.address) is not None:
+        # Abstract names (@...) have no filesystem spelling; paths are judged as resolved too.
+        spellings = target.spellings if target else (event.address,)
+        if any(profile.allowed_destination_unix(s) is not None for s in spellings):
             return None
-        shown = f"unix:{event.address}"
+        shown = f"unix:{spellings[-1]}"
+        if any(CONTAINER_RUNTIME_SOCKETS.fullmatch(s) for s in spellings):
+            return _verdict(profile, RuleKind.CONTAINER_RUNTIME, "network.connect", "",
+                            f"connect to the container runtime socket {spellings[-1]}: control of the host's "
+                            "containers; not in network.connect", shown)
         return _verdict(profile, RuleKind.NETWORK_CONNECT, "network.connect", "",
                         f"connect to {shown}, not in network.connect", shown)
     # AF_UNSPEC dissolves a UDP association and other families carry no destination rules yet.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -324,4 +325,6 @@ class Pipeline:
             return self.table.resolve(event.hdr.pid, event.path, event.dirfd)
         if isinstance(event, ExecEvent) and event.filename:
             return self.table.resolve(event.hdr.pid, event.filename, event.dirfd)
+        if isinstance(event, ConnectEvent) and event.family == socket.AF_UNIX and event.address[:1] not in ("", "@"):
+            return self.table.resolve(event.hdr.pid, event.address)
         return None

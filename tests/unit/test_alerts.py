@@ -293,7 +293,7 @@ def test_build_alert_for_a_write(profile):
 @pytest.mark.parametrize("family, address, port, shown", [
     (socket.AF_INET, "127.0.0.1", 9, "inet"),
     (socket.AF_INET6, "::1", 22, "inet6"),
-    (socket.AF_UNIX, "/run/docker.sock", None, "unix"),
+    (socket.AF_UNIX, "/run/other.sock", None, "unix"),
     (socket.AF_UNIX, "@abstract", None, "unix"),
 ])
 def test_build_alert_for_a_connect(profile, family, address, port, shown):

@@ -247,8 +247,8 @@ def test_connect_cidr(profile):
 
 def test_connect_unix_path(profile):
     assert decide(connect_ev(socket.AF_UNIX, "/run/agent-api.sock", None), profile) is None
-    verdict = decide(connect_ev(socket.AF_UNIX, "/run/docker.sock", None), profile)
-    assert_verdict(verdict, profile, RuleKind.NETWORK_CONNECT, "network.connect", "unix:/run/docker.sock")
+    verdict = decide(connect_ev(socket.AF_UNIX, "/run/other.sock", None), profile)
+    assert_verdict(verdict, profile, RuleKind.NETWORK_CONNECT, "network.connect", "unix:/run/other.sock")
 
 
 def test_connect_unix_abstract(profile):
@@ -443,3 +443,33 @@ def test_another_process_memory_is_secret(tmp_path, path, secret):
                       path=path, truncated=False)
     verdict = decide(event, profile, Target(path, path))
     assert (verdict is not None and verdict.kind is RuleKind.SECRET_ACCESS) is secret
+
+
+@pytest.mark.parametrize("path, kind", [
+    ("/var/run/docker.sock", RuleKind.CONTAINER_RUNTIME), ("/run/containerd/containerd.sock", RuleKind.CONTAINER_RUNTIME),
+    ("/run/user/1000/podman/podman.sock", RuleKind.CONTAINER_RUNTIME), ("/run/other.sock", RuleKind.NETWORK_CONNECT),
+])
+def test_container_runtime_sockets_are_a_named_rule(tmp_path, path, kind):
+    p = tmp_path / "p.yaml"
+    p.write_text('name: c\nnetwork:\n  connect: ["unix:/run/allowed.sock"]\n')
+    profile = load_profile_file(p, homes=["/root"])
+    event = ConnectEvent(hdr=hdr(), fd=3, family=socket.AF_UNIX, address=path, port=None)
+    assert decide(event, profile).kind is kind
+
+
+def test_unix_sockets_are_judged_by_every_spelling(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text('name: c\nnetwork:\n  connect: ["unix:/run/docker.sock"]\n')
+    profile = load_profile_file(p, homes=["/root"])
+    event = ConnectEvent(hdr=hdr(), fd=3, family=socket.AF_UNIX, address="/var/run/docker.sock", port=None)
+    assert decide(event, profile, Target("/var/run/docker.sock", "/run/docker.sock")) is None  # explicitly allowed
+    relative = ConnectEvent(hdr=hdr(), fd=3, family=socket.AF_UNIX, address="docker.sock", port=None)
+    nothing_allowed = load_profile_file(_write(tmp_path, "name: d\n"), homes=["/root"])
+    verdict = decide(relative, nothing_allowed, Target("/run/docker.sock", "/run/docker.sock"))
+    assert verdict.kind is RuleKind.CONTAINER_RUNTIME and verdict.target == "unix:/run/docker.sock"
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "q.yaml"
+    path.write_text(text)
+    return path
