@@ -87,6 +87,7 @@ enum enforce_flags {
 	ENFORCE_CONNECT = 2, /* inet connects matched against allowed_dests */
 	ENFORCE_EXEC = 4,    /* absolute exec names matched against denied_execs */
 	ENFORCE_INTERFACES = 8, /* interfaces not in slot_policy.interfaces_allowed */
+	ENFORCE_LISTEN = 16,    /* inet binds matched against allowed_binds */
 };
 
 enum tracked_flags {
@@ -150,6 +151,8 @@ struct open_event {
 enum net_call {
 	NET_CALL_CONNECT = 1, /* connect(2), seen at syscall entry */
 	NET_CALL_SENDMSG = 2, /* a datagram sent to an address (sendto/sendmsg), seen by the cgroup hook */
+	NET_CALL_BIND = 3,    /* bind(2): the local address; refused by the cgroup hook if not allowed */
+	NET_CALL_LISTEN = 4,  /* listen(2): no address, the fd */
 };
 
 struct connect_event {
@@ -201,6 +204,8 @@ struct slot_policy {
 	__u32 exec_action;    /* enum kernel_action */
 	__u32 interface_action;    /* enum kernel_action */
 	__u32 interfaces_allowed;  /* enum interface bits */
+	__u32 listen_action;       /* enum kernel_action */
+	__u32 reserved;
 };
 
 /* LPM key of secret_paths and denied_execs: slot, then path bytes. An exact path's prefix includes its NUL; a
@@ -211,7 +216,7 @@ struct path_lpm_key {
 	char path[SENSOR_LPM_PATH_MAX];
 };
 
-/* LPM key of allowed_dests: slot, then the address as IPv6 (IPv4 as ::ffff:a.b.c.d). */
+/* LPM key of allowed_dests and allowed_binds: slot, then the address as IPv6 (IPv4 as ::ffff:a.b.c.d). */
 struct addr_lpm_key {
 	__u32 prefixlen; /* bits: 32 for the slot + 128-bit address prefix */
 	__u32 slot;

@@ -18,6 +18,7 @@ BPF_ARRAY(slot_policy, struct slot_policy, SENSOR_MAX_SLOTS);
 BPF_LPM_TRIE(secret_paths, struct path_lpm_key, u32, 4096);
 BPF_LPM_TRIE(denied_execs, struct path_lpm_key, u32, 1024);
 BPF_LPM_TRIE(allowed_dests, struct addr_lpm_key, struct port_ranges, 4096);
+BPF_LPM_TRIE(allowed_binds, struct addr_lpm_key, struct port_ranges, 1024);
 BPF_HASH(doomed, u32, u32, 1024);
 
 /* Half-finished syscalls, keyed by thread id. LRU so an entry whose second half never comes

@@ -80,6 +80,7 @@ class EnforceFlags(enum.IntFlag):
     CONNECT = 2
     EXEC = 4
     INTERFACES = 8
+    LISTEN = 16
 
 
 class TrackedFlags(enum.IntFlag):
@@ -145,6 +146,8 @@ class OpenEvent(ctypes.Structure):
 class NetCall(enum.IntEnum):
     CONNECT = 1
     SENDMSG = 2
+    BIND = 3
+    LISTEN = 4
 
 
 class ConnectEvent(ctypes.Structure):
@@ -202,6 +205,8 @@ class SlotPolicy(ctypes.Structure):
         ("exec_action", ctypes.c_uint32),
         ("interface_action", ctypes.c_uint32),
         ("interfaces_allowed", ctypes.c_uint32),
+        ("listen_action", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
     ]
 
 

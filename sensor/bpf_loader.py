@@ -21,11 +21,13 @@ log = logging.getLogger("agent-sensor")
 # The maps and one program file per event family. bcc rewrites map method calls and generates
 # tracepoint argument structs only in its main source text, so the files are joined into one text
 # rather than #included; events.h, plain C, is included normally.
-PROGRAM_FILES = ("maps.h", "process.c", "files.c", "changes.c", "network.c", "egress.c", "interfaces.c")
-# cgroup sock_addr hooks of egress.c: (function, BPF attach type, name bpftool shows for it).
+PROGRAM_FILES = ("maps.h", "process.c", "files.c", "changes.c", "network.c", "egress.c", "listeners.c",
+                 "interfaces.c")
+# cgroup sock_addr hooks (egress.c, listeners.c): (function, BPF attach type, name bpftool shows).
 EGRESS_HOOKS = (
     ("egress_connect4", 10, "cgroup_inet4_connect"), ("egress_connect6", 11, "cgroup_inet6_connect"),
     ("egress_sendmsg4", 14, "cgroup_udp4_sendmsg"), ("egress_sendmsg6", 15, "cgroup_udp6_sendmsg"),
+    ("listen_bind4", 8, "cgroup_inet4_bind"), ("listen_bind6", 9, "cgroup_inet6_bind"),
 )
 BPF_F_ALLOW_MULTI = 2  # share the root cgroup with other users' programs (systemd, ...)
 PRELUDE = """#include <uapi/linux/ptrace.h>
@@ -71,6 +73,8 @@ PROBES = (
     TracepointProbe("syscalls", "sys_enter_creat", False),
     TracepointProbe("syscalls", "sys_exit_creat", False),
     TracepointProbe("syscalls", "sys_enter_connect", True),
+    TracepointProbe("syscalls", "sys_enter_bind", True),
+    TracepointProbe("syscalls", "sys_enter_listen", True),
     *(TracepointProbe("syscalls", f"sys_enter_{name}", False) for name in (
         "rename", "renameat", "renameat2", "unlink", "unlinkat", "chmod", "fchmodat", "fchmodat2", "fchmod",
         "chown", "lchown", "fchownat", "fchown", "truncate", "ftruncate", "link", "linkat", "symlink",
@@ -222,24 +226,25 @@ class SensorBPF:
                 key = abi.PathLpmKey(prefixlen=prefix.prefix_bits, slot=slot)
                 _write_field(key, abi.PathLpmKey.path, prefix.path)
                 trie[key] = ctypes.c_uint32(1)
-        dests = self.bpf[b"allowed_dests"]
-        for dest in policy.destinations:
-            key = abi.AddrLpmKey(prefixlen=dest.prefix_bits, slot=slot)
-            _write_field(key, abi.AddrLpmKey.addr, dest.network.network_address.packed)
-            ranges = abi.PortRanges(count=len(dest.ports))
-            for i, (lo, hi) in enumerate(dest.ports):
-                ranges.lo[i], ranges.hi[i] = lo, hi
-            dests[key] = ranges
+        for name, prefixes in ((b"allowed_dests", policy.destinations), (b"allowed_binds", policy.listen)):
+            trie = self.bpf[name]
+            for dest in prefixes:
+                key = abi.AddrLpmKey(prefixlen=dest.prefix_bits, slot=slot)
+                _write_field(key, abi.AddrLpmKey.addr, dest.network.network_address.packed)
+                ranges = abi.PortRanges(count=len(dest.ports))
+                for i, (lo, hi) in enumerate(dest.ports):
+                    ranges.lo[i], ranges.hi[i] = lo, hi
+                trie[key] = ranges
         # Rules first, then the switch: the kernel never enforces a half-loaded slot.
         self.bpf[b"slot_policy"][ctypes.c_int(slot)] = abi.SlotPolicy(
             flags=policy.flags, secret_action=policy.secret_action, connect_action=policy.connect_action,
             exec_action=policy.exec_action, interface_action=policy.interface_action,
-            interfaces_allowed=policy.interfaces_allowed)
+            interfaces_allowed=policy.interfaces_allowed, listen_action=policy.listen_action)
 
     def clear_policy(self, slot: int) -> None:
         """Stop enforcing for a slot and drop its rules (switch first, then the rules)."""
         self.bpf[b"slot_policy"][ctypes.c_int(slot)] = abi.SlotPolicy()
-        for name in (b"secret_paths", b"denied_execs", b"allowed_dests"):
+        for name in (b"secret_paths", b"denied_execs", b"allowed_dests", b"allowed_binds"):
             table = self.bpf[name]
             for key in [k for k in table.keys() if k.slot == slot]:
                 del table[key]

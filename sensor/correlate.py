@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .decode import ConnectEvent, Event, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent
-from .abi import FileOp
+from .abi import FileOp, NetCall
 from .profiles import Profile
 
 
@@ -23,6 +23,7 @@ class RuleKind(str, enum.Enum):
     FILE_READ = "file_read"
     FILE_WRITE = "file_write"
     NETWORK_CONNECT = "network_connect"
+    NETWORK_LISTEN = "network_listen"
     EXEC = "exec"
     INTERFACE = "interface"
     CONTAINER_RUNTIME = "container_runtime"
@@ -189,7 +190,26 @@ CONTAINER_RUNTIME_SOCKETS = re.compile(
     r"|buildkit/buildkitd\.sock|cri-dockerd\.sock|user/\d+/(podman/podman|docker)\.sock)")
 
 
+def _decide_listen(event: ConnectEvent, profile: Profile) -> Verdict | None:
+    """bind(2) to a local inet address, and listen(2), against network.listen."""
+    if event.call == NetCall.LISTEN:
+        if profile.network_listen:
+            return None  # its address was judged at bind
+        return _verdict(profile, RuleKind.NETWORK_LISTEN, "network.listen", "",
+                        f"listened on a socket (fd {event.fd}); network.listen allows none", f"fd {event.fd}")
+    if event.family not in (socket.AF_INET, socket.AF_INET6):
+        return None  # unix sockets are local IPC: their paths are judged as files are
+    ip = event.ip
+    if ip is not None and profile.allowed_listen_inet(ip, event.port) is not None:
+        return None
+    shown = f"[{ip}]:{event.port}" if ip is not None and ip.version == 6 else f"{ip}:{event.port}"
+    return _verdict(profile, RuleKind.NETWORK_LISTEN, "network.listen", "",
+                    f"bound {shown}, not in network.listen", shown)
+
+
 def _decide_connect(event: ConnectEvent, profile: Profile, target: Target | None = None) -> Verdict | None:
+    if event.call in (NetCall.BIND, NetCall.LISTEN):
+        return _decide_listen(event, profile)
     if event.family in (socket.AF_INET, socket.AF_INET6):
         ip = event.ip
         if ip is None:

@@ -51,9 +51,11 @@ class KernelPolicy:
     exec_action: abi.KernelAction
     interface_action: abi.KernelAction
     interfaces_allowed: abi.Interface
+    listen_action: abi.KernelAction
     secrets: tuple[SecretPrefix, ...]
     denied_execs: tuple[SecretPrefix, ...]
     destinations: tuple[DestinationPrefix, ...]
+    listen: tuple[DestinationPrefix, ...]   # local addresses binds may use
     user_space_only: tuple[str, ...]  # what was not compiled, and why: for status and docs
 
 
@@ -92,13 +94,13 @@ def _as_v6(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> ipaddress.
 V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
-def _destinations(profile: Profile) -> tuple[DestinationPrefix, ...] | None:
+def _destinations(entries) -> tuple[DestinationPrefix, ...] | None:
     """One entry per prefix. IPv4 lives in the trie as ::ffff:a.b.c.d; its /96 sentinel is
     always present, so an IPv6 rule such as [::/0] is never the longest match for an IPv4
     address (profiles say an IPv6 rule never covers IPv4)."""
     v4: dict[ipaddress.IPv6Network, set[tuple[int, int]]] = {V4_MAPPED: set()}
     v6: dict[ipaddress.IPv6Network, set[tuple[int, int]]] = {}
-    for dest in profile.network_connect:
+    for dest in entries:
         if dest.is_unix:
             continue
         family = v4 if dest.network.version == 4 else v6
@@ -135,16 +137,25 @@ def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
     if denied_execs and exec_action != abi.KernelAction.NONE:
         flags |= abi.EnforceFlags.EXEC
 
-    destinations = _destinations(profile)
+    destinations = _destinations(profile.network_connect)
     if destinations is None:
         user_space_only.append(f"network.connect: more than {abi.PORT_RANGES} port ranges for one prefix")
         destinations = ()
     elif connect_action != abi.KernelAction.NONE:
         flags |= abi.EnforceFlags.CONNECT
 
+    listen_action = KERNEL_ACTIONS[profile.action_for("network.listen")]
+    listen = _destinations(profile.network_listen)
+    if listen is None:
+        user_space_only.append(f"network.listen: more than {abi.PORT_RANGES} port ranges for one prefix")
+        listen = ()
+    elif listen_action != abi.KernelAction.NONE:
+        flags |= abi.EnforceFlags.LISTEN
+
     if audit_only:
         flags = abi.EnforceFlags(0)
     return KernelPolicy(flags=flags, secret_action=secret_action, connect_action=connect_action,
                         exec_action=exec_action, interface_action=interface_action,
                         interfaces_allowed=interfaces_allowed, secrets=secrets, denied_execs=denied_execs,
-                        destinations=destinations, user_space_only=tuple(user_space_only))
+                        destinations=destinations, listen=listen, listen_action=listen_action,
+                        user_space_only=tuple(user_space_only))

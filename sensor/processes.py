@@ -15,7 +15,7 @@ from .correlate import Target
 from .abi import FileOp
 from .decode import AT_FDCWD, ExecEvent, FileChangeEvent, ForkEvent
 from .profiles import Profile, ProcessFacts
-from .secret_files import file_id, lstat_id
+from .secret_files import file_id
 
 EXITED_KEPT = 4096  # exited processes remembered for the ancestry of later alerts
 
@@ -201,7 +201,7 @@ class ProcessTable:
             head, name = os.path.split(absolute.rstrip("/") or "/")
             canonical = os.path.join(os.path.realpath(head), name) if name not in ("", ".", "..") \
                 else os.path.realpath(absolute)
-        return Target(_tidy(path), canonical, resolved, file_id(canonical) if follow else lstat_id(canonical))
+        return Target(_tidy(path), canonical, resolved, file_id(canonical, follow))
 
     def change_targets(self, event: FileChangeEvent) -> tuple[Target | None, Target | None]:
         """The names a file change acts on: (the changed file or a symlink's target, the second name)."""

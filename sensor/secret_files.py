@@ -21,18 +21,10 @@ def _literal_base(pattern: str) -> str:
     return pattern[:cut].rsplit("/", 1)[0] if cut < len(pattern) else pattern
 
 
-def file_id(path: str) -> FileId | None:
+def file_id(path: str, follow: bool = True) -> FileId | None:
+    """(device, inode) of the file; follow=False: of the name itself (a symlink, not its target)."""
     try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def lstat_id(path: str) -> FileId | None:
-    """The identity of the name itself (a symlink, not what it points at)."""
-    try:
-        st = os.lstat(path)
+        st = os.stat(path, follow_symlinks=follow)
     except OSError:
         return None
     return st.st_dev, st.st_ino

@@ -36,7 +36,7 @@ TOP_KEYS = ("name", "description", "match", "files", "secrets", "network", "exec
             "on_violation", "actions")
 MATCH_KEYS = ("exe", "cmdline", "user", "cgroup")
 FILES_KEYS = ("read", "write")
-NETWORK_KEYS = ("connect",)
+NETWORK_KEYS = ("connect", "listen")
 PROFILE_SUFFIXES = (".yaml", ".yml")
 
 _TAG = "tag:yaml.org,2002:"
@@ -299,16 +299,20 @@ class _ProfileChecker:
             write = self.path_globs(fields["write"], "files.write")
         return read, write
 
-    def network(self, node: Node) -> tuple[Destination, ...]:
+    def network(self, node: Node) -> tuple[tuple[Destination, ...], tuple[Destination, ...]]:
+        """(network.connect, network.listen)."""
         fields = self.mapping(node, NETWORK_KEYS, "network") or {}
-        if "connect" not in fields or _is_null(fields["connect"]):
+        return self.destinations(fields, "connect"), self.destinations(fields, "listen")
+
+    def destinations(self, fields: dict[str, Node], key: str) -> tuple[Destination, ...]:
+        if key not in fields or _is_null(fields[key]):
             return ()
         destinations = []
-        for item in self.string_items(fields["connect"], "network.connect"):
+        for item in self.string_items(fields[key], f"network.{key}"):
             try:
                 destinations.append(Destination.parse(item.value, _line(item), self.homes))
             except DestinationError as error:
-                self.problem(_line(item), f"bad destination '{_shown(item.value)}' in network.connect: {error}")
+                self.problem(_line(item), f"bad destination '{_shown(item.value)}' in network.{key}: {error}")
         return tuple(destinations)
 
     def on_violation(self, node: Node, what: str = "on_violation") -> str | None:
@@ -360,7 +364,7 @@ class _ProfileChecker:
         match = self.match(fields["match"]) if "match" in fields else MatchSelectors()
         read, write = self.files(fields["files"]) if "files" in fields else ((), ())
         secrets = self.secrets(fields["secrets"]) if "secrets" in fields else ()
-        connect = self.network(fields["network"]) if "network" in fields else ()
+        connect, listen = self.network(fields["network"]) if "network" in fields else ((), ())
         execs = self.path_globs(fields["exec"], "exec") if "exec" in fields else ()
         exec_deny = self.path_globs(fields["exec_deny"], "exec_deny") if "exec_deny" in fields else ()
         interfaces = self.interfaces(fields["interfaces"]) if "interfaces" in fields else ()
@@ -382,6 +386,7 @@ class _ProfileChecker:
             files_write=write,
             secrets=secrets,
             network_connect=connect,
+            network_listen=listen,
             exec=execs,
             exec_deny=exec_deny,
             interfaces=interfaces,

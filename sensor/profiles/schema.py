@@ -19,7 +19,7 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 ON_VIOLATION_CHOICES = ("alert", "kill", "quarantine")
 # The rules a profile defines, by the key that holds them: `actions` may set one per rule.
-RULE_NAMES = ("secrets", "files.read", "files.write", "network.connect", "exec", "interfaces")
+RULE_NAMES = ("secrets", "files.read", "files.write", "network.connect", "network.listen", "exec", "interfaces")
 # Kernel interfaces that bypass the traced syscalls (bpf/events.h, enum interface): denied to an
 # agent unless its profile's `interfaces` lists them.
 INTERFACE_NAMES = ("io_uring", "file_handles", "process_vm", "ptrace", "pidfd_getfd")
@@ -252,6 +252,7 @@ class Profile:
     files_write: tuple[PathGlob, ...] = ()
     secrets: tuple[PathGlob, ...] = ()
     network_connect: tuple[Destination, ...] = ()
+    network_listen: tuple[Destination, ...] = ()  # local addresses the agent may bind and listen on
     exec: tuple[PathGlob, ...] = ()
     exec_deny: tuple[PathGlob, ...] = ()  # never, whatever `exec` allows
     interfaces: tuple[str, ...] = ()     # INTERFACE_NAMES the agent may use
@@ -285,6 +286,9 @@ class Profile:
 
     def allowed_destination_inet(self, ip: IPAddress | str, port: int) -> Destination | None:
         return next((d for d in self.network_connect if d.matches_inet(ip, port)), None)
+
+    def allowed_listen_inet(self, ip: IPAddress | str, port: int) -> Destination | None:
+        return next((d for d in self.network_listen if d.matches_inet(ip, port)), None)
 
     def allowed_destination_unix(self, path: str) -> Destination | None:
         return next((d for d in self.network_connect if d.matches_unix(path)), None)

@@ -414,3 +414,53 @@ def test_a_listed_interface_is_allowed(tracker, spawn, policy, events):
     assert child.wait() == 0
     evs = events.wait_for([child.pid], lambda evs: any(e.kind == "interface" for e in evs))
     assert [e for e in evs if e.kind == "interface"][0].allowed
+
+
+def test_a_forbidden_listener_never_exists(sensor_bpf, tracker, spawn, policy, tmp_path):
+    """The cgroup bind hook refuses the bind itself: nothing can connect to the backdoor."""
+    allowed = socket.socket()
+    allowed.bind(("127.0.0.1", 0))
+    allowed_port = allowed.getsockname()[1]
+    allowed.close()
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    forbidden_port = probe.getsockname()[1]
+    probe.close()
+    slot = policy(f'name: listen\nnetwork:\n  listen: ["127.0.0.1:{allowed_port}"]\non_violation: kill\n')
+
+    def backdoor(ch):
+        ok = socket.socket()
+        ok.bind(("127.0.0.1", allowed_port))  # allowed: must work
+        ok.listen(1)
+        ch.send(b"allowed bound")
+        s = socket.socket()
+        s.bind(("127.0.0.1", forbidden_port))
+        s.listen(1)
+        ch.send(b"forbidden bound")  # never reached
+        ch.wait_release()
+
+    child = spawn(backdoor, hold=True)
+    tracker.track(child.pid, slot)
+    child.go()
+    assert child.recv() == b"allowed bound"
+    assert child.wait() == KILLED
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", forbidden_port), timeout=2)
+    sensor_bpf.forget_doomed(child.pid)
+
+
+def test_bind_and_listen_are_reported(tracker, spawn, policy, events):
+    slot = policy('name: listen-alert\nnetwork:\n  listen: ["127.0.0.1:*"]\n')
+
+    def serve(ch):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+
+    child = spawn(serve)
+    tracker.track(child.pid, slot)
+    child.go()
+    assert child.wait() == 0
+    evs = events.wait_for([child.pid], lambda evs: sum(e.kind == "connect" for e in evs) >= 2)
+    calls = [e.call for e in evs if e.kind == "connect"]
+    assert calls == [abi.NetCall.BIND, abi.NetCall.LISTEN]

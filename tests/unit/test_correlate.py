@@ -473,3 +473,24 @@ def _write(tmp_path, text):
     path = tmp_path / "q.yaml"
     path.write_text(text)
     return path
+
+
+@pytest.mark.parametrize("call, family, address, port, listen, violation", [
+    ("BIND", socket.AF_INET, "127.0.0.1", 8080, ["127.0.0.1:8080"], False),
+    ("BIND", socket.AF_INET, "0.0.0.0", 8080, ["127.0.0.1:8080"], True),    # all interfaces: not listed
+    ("BIND", socket.AF_INET6, "::1", 9000, ["127.0.0.1:8080"], True),
+    ("BIND", socket.AF_INET, "127.0.0.1", 0, ["127.0.0.1:*"], False),      # ephemeral port, if allowed
+    ("BIND", socket.AF_UNIX, "/tmp/x.sock", None, [], False),              # local IPC: judged as a file
+    ("LISTEN", 0, "", None, [], True),
+    ("LISTEN", 0, "", None, ["127.0.0.1:8080"], False),                     # its bind was judged
+])
+def test_listeners(tmp_path, call, family, address, port, listen, violation):
+    from sensor.abi import NetCall
+    p = tmp_path / "p.yaml"
+    p.write_text(f"name: l\nnetwork:\n  listen: {listen!r}\n".replace("'", '"'))
+    profile = load_profile_file(p, homes=["/root"])
+    event = ConnectEvent(hdr=hdr(), fd=5, family=family, address=address, port=port, call=NetCall[call])
+    verdict = decide(event, profile)
+    assert (verdict is not None) is violation
+    if verdict:
+        assert verdict.kind is RuleKind.NETWORK_LISTEN and verdict.rule == "network.listen"

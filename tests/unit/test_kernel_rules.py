@@ -28,7 +28,7 @@ def test_secrets_compile_to_exact_paths_and_directory_prefixes(tmp_path):
     }
     # No `network` key means no connect is allowed: in kill mode the kernel enforces that too.
     # and in kill mode every bypassing interface is denied (none is listed).
-    assert policy.flags == abi.EnforceFlags.SECRETS | abi.EnforceFlags.CONNECT | abi.EnforceFlags.INTERFACES
+    assert policy.flags == abi.EnforceFlags.SECRETS | abi.EnforceFlags.CONNECT | abi.EnforceFlags.INTERFACES | abi.EnforceFlags.LISTEN
     assert policy.secret_action == abi.KernelAction.KILL
     # Wildcards before the end cannot be a kernel prefix: user space keeps them, and says so.
     assert [r.split(":")[0] for r in policy.user_space_only] == ["secrets /home/*/.ssh/**", "secrets /srv/k?y"]
@@ -49,14 +49,14 @@ def test_destinations_push_covering_ports_down_and_keep_families_apart(tmp_path)
         "::/0": ((22, 22),),
         "2001:db8::/32": ((22, 22), (8000, 8100)),       # inside ::/0
     }
-    assert policy.flags == abi.EnforceFlags.CONNECT | abi.EnforceFlags.INTERFACES
+    assert policy.flags == abi.EnforceFlags.CONNECT | abi.EnforceFlags.INTERFACES | abi.EnforceFlags.LISTEN
     assert policy.destinations[0].prefix_bits == 32 + policy.destinations[0].network.prefixlen
 
 
 def test_no_connect_rules_still_enforce_deny_all(tmp_path):
     policy = compile_policy(load(tmp_path, "on_violation: kill\n"))
     assert [(str(d.network), d.ports) for d in policy.destinations] == [(str(V4_MAPPED), ())]
-    assert policy.flags == abi.EnforceFlags.CONNECT | abi.EnforceFlags.INTERFACES
+    assert policy.flags == abi.EnforceFlags.CONNECT | abi.EnforceFlags.INTERFACES | abi.EnforceFlags.LISTEN
 
 
 def test_too_many_port_ranges_leave_connect_to_user_space(tmp_path):
@@ -68,9 +68,9 @@ def test_too_many_port_ranges_leave_connect_to_user_space(tmp_path):
 
 @pytest.mark.parametrize("actions, flags, secret_action, connect_action", [
     ("on_violation: alert", 0, abi.KernelAction.NONE, abi.KernelAction.NONE),
-    ("on_violation: quarantine", 11, abi.KernelAction.STOP, abi.KernelAction.STOP),
+    ("on_violation: quarantine", 27, abi.KernelAction.STOP, abi.KernelAction.STOP),
     ("on_violation: alert\nactions:\n  secrets: kill", 1, abi.KernelAction.KILL, abi.KernelAction.NONE),
-    ("on_violation: kill\nactions:\n  network.connect: alert", 9, abi.KernelAction.KILL, abi.KernelAction.NONE),
+    ("on_violation: kill\nactions:\n  network.connect: alert", 25, abi.KernelAction.KILL, abi.KernelAction.NONE),
 ])
 def test_actions_decide_what_the_kernel_enforces(tmp_path, actions, flags, secret_action, connect_action):
     policy = compile_policy(load(tmp_path, f'secrets: ["/etc/shadow"]\n{actions}\n'))
@@ -81,7 +81,7 @@ def test_actions_decide_what_the_kernel_enforces(tmp_path, actions, flags, secre
 def test_audit_only_enforces_nothing_in_the_kernel(tmp_path):
     profile = load(tmp_path, 'secrets: ["/etc/shadow"]\non_violation: kill\n')
     assert compile_policy(profile).flags == (abi.EnforceFlags.SECRETS | abi.EnforceFlags.CONNECT
-                                             | abi.EnforceFlags.INTERFACES)
+                                             | abi.EnforceFlags.INTERFACES | abi.EnforceFlags.LISTEN)
     assert compile_policy(profile, audit_only=True).flags == 0
 
 
@@ -118,7 +118,7 @@ def test_exec_deny_compiles_for_the_kernel_and_wins_over_exec(tmp_path):
 def test_interfaces_allowed_by_name(tmp_path):
     policy = compile_policy(load(tmp_path, "interfaces: [io_uring, ptrace]\non_violation: kill\n"))
     assert policy.interfaces_allowed == abi.Interface.IO_URING | abi.Interface.PTRACE
-    assert policy.interface_action == abi.KernelAction.KILL and policy.flags & abi.EnforceFlags.INTERFACES
+    assert policy.interface_action == abi.KernelAction.KILL and policy.flags & abi.EnforceFlags.INTERFACES | abi.EnforceFlags.LISTEN
     with pytest.raises(ProfileError) as err:
         load(tmp_path, "interfaces: [io_uring, telepathy]\n")
     assert err.value.problems[0].line == 2 and "unknown interface 'telepathy'" in err.value.problems[0].message

@@ -186,7 +186,7 @@ ERROR_CASES = {
     "unknown match key": ("name: x\nmatch:\n  exe: [/a]\n  usr: [x]\n", 4,
                           "unknown key 'usr' in match (allowed: exe, cmdline, user, cgroup)"),
     "unknown files key": ("name: x\nfiles:\n  reed: [/a]\n", 3, "unknown key 'reed' in files (allowed: read, write)"),
-    "unknown network key": ("name: x\nnetwork:\n  listen: []\n", 3, "unknown key 'listen' in network (allowed: connect)"),
+    "unknown network key": ("name: x\nnetwork:\n  accept: []\n", 3, "unknown key 'accept' in network (allowed: connect, listen)"),
     "non-string key": ("name: x\n? [a]\n: b\n", 2, "keys must be strings"),
     "duplicate top-level key": ("name: x\nexec: []\nexec: []\n", 3, "duplicate key 'exec' (first at line 2)"),
     "duplicate nested key": ("name: x\nfiles:\n  read: []\n  read: []\n", 4, "duplicate key 'read' in files (first at line 3)"),

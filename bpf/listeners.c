@@ -1,0 +1,75 @@
+/* Listeners: an agent accepting connections is a backdoor. bind() and listen() are reported
+ * from their tracepoints; a bind to a local address the profile's network.listen does not allow
+ * is refused inside the call by cgroup bind hooks (EPERM), so no listener ever exists on it. */
+
+static __always_inline int trace_socket_call(u32 call, int fd, const void *addr, int addrlen)
+{
+	struct tracked_proc *t = current_tracked();
+	if (!t)
+		return 0;
+	struct connect_event *e = events.ringbuf_reserve(sizeof(struct connect_event));
+	if (!e) {
+		count(COUNTER_DROP_BASE + EVENT_CONNECT);
+		return 0;
+	}
+	fill_header(&e->hdr, EVENT_CONNECT, t->slot);
+	e->fd = fd;
+	e->addrlen = addr ? addrlen : 0;
+	e->call = call;
+	e->refused = 0;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	if (addr)
+		bpf_probe_read_user(e->addr, bounded((u32)addrlen, SENSOR_SOCKADDR_MAX), addr);
+	events.ringbuf_submit(e, 0);
+	count(EVENT_CONNECT);
+	return 0;
+}
+
+int on_sys_enter_bind(struct tracepoint__syscalls__sys_enter_bind *args)
+{
+	return trace_socket_call(NET_CALL_BIND, args->fd, (void *)args->umyaddr, args->addrlen);
+}
+
+int on_sys_enter_listen(struct tracepoint__syscalls__sys_enter_listen *args)
+{
+	return trace_socket_call(NET_CALL_LISTEN, args->fd, NULL, 0);
+}
+
+static __always_inline int refuse_bind_unless_allowed(struct bpf_sock_addr *ctx, int v6)
+{
+	struct tracked_proc *t = current_tracked();
+	if (!t)
+		return 1;
+	struct slot_policy *policy = policy_of(t);
+	if (!policy || !(policy->flags & ENFORCE_LISTEN))
+		return 1;
+	struct addr_lpm_key key = {.prefixlen = 32 + 128, .slot = t->slot};
+	if (v6) {
+		u32 ip6[4];
+		ip6[0] = ctx->user_ip6[0];
+		ip6[1] = ctx->user_ip6[1];
+		ip6[2] = ctx->user_ip6[2];
+		ip6[3] = ctx->user_ip6[3];
+		__builtin_memcpy(key.addr, ip6, 16);
+	} else {
+		u32 ip4 = ctx->user_ip4;
+		key.addr[10] = 0xff;
+		key.addr[11] = 0xff;
+		__builtin_memcpy(&key.addr[12], &ip4, 4);
+	}
+	struct port_ranges *ranges = allowed_binds.lookup(&key);
+	if (ranges && port_allowed(ranges, bpf_ntohs(ctx->user_port)))
+		return 1;
+	act(t, policy->listen_action);
+	return 0;
+}
+
+int listen_bind4(struct bpf_sock_addr *ctx)
+{
+	return refuse_bind_unless_allowed(ctx, 0);
+}
+
+int listen_bind6(struct bpf_sock_addr *ctx)
+{
+	return refuse_bind_unless_allowed(ctx, 1);
+}
