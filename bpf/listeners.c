@@ -5,23 +5,9 @@
 static __always_inline int trace_socket_call(u32 call, int fd, const void *addr, int addrlen)
 {
 	struct tracked_proc *t = current_tracked();
-	if (!t)
-		return 0;
-	struct connect_event *e = events.ringbuf_reserve(sizeof(struct connect_event));
-	if (!e) {
-		count(COUNTER_DROP_BASE + EVENT_CONNECT);
-		return 0;
-	}
-	fill_header(&e->hdr, EVENT_CONNECT, t->slot);
-	e->fd = fd;
-	e->addrlen = addr ? addrlen : 0;
-	e->call = call;
-	e->refused = 0;
-	__builtin_memset(e->addr, 0, sizeof(e->addr));
-	if (addr)
-		bpf_probe_read_user(e->addr, bounded((u32)addrlen, SENSOR_SOCKADDR_MAX), addr);
-	events.ringbuf_submit(e, 0);
-	count(EVENT_CONNECT);
+	struct connect_event *e = t ? socket_event(t, call, fd, addr, addrlen) : NULL;
+	if (e)
+		submit_socket_event(e);
 	return 0;
 }
 

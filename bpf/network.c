@@ -47,27 +47,43 @@ static __always_inline u32 enforce_connect(struct tracked_proc *t, struct connec
 	return act(t, policy->connect_action);
 }
 
+/* A socket call's event, reserved and filled (address copied raw from the caller), or NULL when
+ * the ring buffer is full (counted). The caller submits it. */
+static __always_inline struct connect_event *socket_event(struct tracked_proc *t, u32 call, int fd,
+							   const void *addr, int addrlen)
+{
+	struct connect_event *e = events.ringbuf_reserve(sizeof(struct connect_event));
+	if (!e) {
+		count(COUNTER_DROP_BASE + EVENT_CONNECT);
+		return NULL;
+	}
+	fill_header(&e->hdr, EVENT_CONNECT, t->slot);
+	e->fd = fd;
+	e->addrlen = addr ? addrlen : 0;
+	e->call = call;
+	e->refused = 0;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	if (addr)
+		bpf_probe_read_user(e->addr, bounded((u32)addrlen, SENSOR_SOCKADDR_MAX), addr);
+	return e;
+}
+
+static __always_inline void submit_socket_event(struct connect_event *e)
+{
+	events.ringbuf_submit(e, 0);
+	count(EVENT_CONNECT);
+}
+
 int on_sys_enter_connect(struct tracepoint__syscalls__sys_enter_connect *args)
 {
 	struct tracked_proc *t = current_tracked();
 	if (!t)
 		return 0;
-
-	struct connect_event *e = events.ringbuf_reserve(sizeof(struct connect_event));
-	if (!e) {
-		count(COUNTER_DROP_BASE + EVENT_CONNECT);
+	struct connect_event *e = socket_event(t, NET_CALL_CONNECT, args->fd, (void *)args->uservaddr,
+					       args->addrlen);
+	if (!e)
 		return 0;
-	}
-	fill_header(&e->hdr, EVENT_CONNECT, t->slot);
-	e->fd = args->fd;
-	e->addrlen = args->addrlen;
-	e->call = NET_CALL_CONNECT;
-	e->refused = 0;
-	__builtin_memset(e->addr, 0, sizeof(e->addr));
-	bpf_probe_read_user(e->addr, bounded((u32)args->addrlen, SENSOR_SOCKADDR_MAX),
-			    (void *)args->uservaddr);
 	e->hdr.kernel_action = enforce_connect(t, e);
-	events.ringbuf_submit(e, 0);
-	count(EVENT_CONNECT);
+	submit_socket_event(e);
 	return 0;
 }
