@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # bcc is Debian's python3-bpfcc, built for the distro Python: the venv must use that interpreter
 # and see its dist-packages.
 SYSTEM_PYTHON := /usr/bin/python3
-APT_PACKAGES := bpfcc-tools python3-bpfcc python3-venv python3-dev gcc libc6-dev make bpftool
+APT_PACKAGES := bpfcc-tools python3-bpfcc python3-venv python3-dev gcc libc6-dev make bpftool iproute2
 GEN := sensor/_proto
 PROTO := proto/agent_sensor/v1/sensor.proto
 PROFILES ?= examples/profiles

@@ -13,6 +13,8 @@ Each ACTION is done in order; then the agent prints "done" and sleeps, so a test
   io-uring         set up an io_uring (file and network I/O the sensor's syscalls do not see)
   fork-secret      fork a child that reads /etc/shadow; print "child PID"; wait for it
   hold-connection  connect to the allowed port and keep the connection open
+  tcp:HOST:PORT    connect to HOST:PORT and send "payload for HOST"
+  udp:HOST:PORT    send the same as one UDP datagram
   chdir:DIR        change directory (relative paths that follow resolve against it)
   open:PATH        open PATH for reading, as given (relative, with .. or //, a link, /proc/...)
   rename:A:B / link:A:B / symlink:TARGET:LINK / unlink:P / chmod:P / truncate:P
@@ -115,6 +117,17 @@ def main() -> None:
                 os.close(fd)
         elif action == "exec-forbidden":
             subprocess.run(["/usr/bin/id"], stdout=subprocess.DEVNULL)
+        elif action.split(":", 1)[0] in ("tcp", "udp"):
+            proto, host, dport = action.split(":")
+            try:
+                if proto == "tcp":
+                    with socket.create_connection((host, int(dport)), timeout=5) as s:
+                        s.sendall(f"payload for {host}".encode())
+                else:
+                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                        s.sendto(f"payload for {host}".encode(), (host, int(dport)))
+            except OSError:
+                pass  # a refused call is what the sensor does
         elif action.startswith("chdir:"):
             os.chdir(action[len("chdir:"):])
         elif action.startswith("open:"):

@@ -1,0 +1,61 @@
+"""Egress across real hosts: an 'allowed API' and an 'attacker' in their own network namespaces
+(tests/hosts.py). The agent may talk to the API; whatever it tries towards the attacker, by TCP
+or UDP, the attacker receives nothing."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.hosts import HostNetwork
+
+from .conftest import HERE, Daemon, start_daemon, stop_daemon
+
+
+@pytest.fixture
+def network(tmp_path):
+    with HostNetwork(tmp_path) as net:
+        yield net.add_host("api"), net.add_host("attacker")
+
+
+@pytest.fixture
+def daemon_for(tmp_path, network):
+    api, _ = network
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    shutil.copy(HERE / "agent_actions.py", workspace / "agent_actions.py")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "hosts.yaml").write_text(f"""\
+name: e2e-hosts
+files:
+  read: ["/usr/**", "/etc/**", "/proc/**", "/dev/null", "{workspace}/**"]
+network:
+  connect: ["{api.address}:{api.port}"]
+exec: ["/usr/bin/python3*"]
+on_violation: kill
+""")
+    proc, server, log = start_daemon(tmp_path, tmp_path / "profiles")
+    yield Daemon(proc, server, log, workspace, api.port)
+    assert stop_daemon(proc, log) == 0
+
+
+def test_the_api_gets_its_data(daemon_for, network):
+    api, attacker = network
+    run = daemon_for.run_agent("e2e-hosts", f"tcp:{api.address}:{api.port}", f"udp:{api.address}:{api.port}")
+    assert run.returncode == 0, run.stderr
+    assert api.received().count(f"payload for {api.address}".encode()) == 2
+    assert daemon_for.alerts_for(run.pid, expect=0) == []
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_the_attacker_receives_nothing(daemon_for, network, proto):
+    api, attacker = network
+    run = daemon_for.run_agent("e2e-hosts", f"tcp:{api.address}:{api.port}",
+                               f"{proto}:{attacker.address}:{attacker.port}")
+    assert run.returncode == -9
+    assert attacker.received() == b""
+    alert = daemon_for.alerts_for(run.pid)[0]
+    assert alert["rule"]["kind"] == "RULE_KIND_NETWORK_CONNECT"
+    assert alert["event"]["network"]["address"] == attacker.address
+    assert alert["action"]["in_kernel"] is True

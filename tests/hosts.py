@@ -1,0 +1,94 @@
+"""Test hosts on this machine: network namespaces joined to the host by veth pairs (pyroute2),
+each with its own address and a sink that records every byte reaching it over TCP or UDP.
+Addresses are those of these namespaces only; no traffic goes anywhere else."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute, NetNS, netns
+
+SINK = """
+import socket, sys, threading
+host, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+lock = threading.Lock()
+def record(data):
+    with lock, open(out, "ab") as f:
+        f.write(data)
+def tcp():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port)); s.listen(16)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=lambda c=c: [record(d) for d in iter(lambda: c.recv(65536), b"")], daemon=True).start()
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, port))
+    while True:
+        record(s.recv(65536))
+threading.Thread(target=udp, daemon=True).start()
+print("ready", flush=True)
+tcp()
+"""
+
+
+@dataclass
+class Host:
+    name: str        # the namespace
+    address: str     # its address, reachable from the host
+    port: int        # TCP and UDP sink port
+    received_file: Path
+    sink: subprocess.Popen
+    veth: str        # host-side interface
+
+    def received(self) -> bytes:
+        return self.received_file.read_bytes() if self.received_file.exists() else b""
+
+
+class HostNetwork:
+    """with HostNetwork(tmp_path) as net: api = net.add_host("api"); ..."""
+
+    def __init__(self, workdir: Path, port: int = 8080):
+        self.workdir = workdir
+        self.port = port
+        self.hosts: list[Host] = []
+        self._tag = f"as{os.getpid() % 10000}"
+
+    def add_host(self, role: str) -> Host:
+        n = len(self.hosts) + 1
+        ns, veth, peer = f"{self._tag}-{role}", f"{self._tag}h{n}", f"{self._tag}p{n}"
+        host_ip, ns_ip = f"10.77.{n}.1", f"10.77.{n}.2"
+        netns.create(ns)
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=veth, kind="veth", peer={"ifname": peer, "net_ns_fd": ns})
+            idx = ipr.link_lookup(ifname=veth)[0]
+            ipr.addr("add", index=idx, address=host_ip, prefixlen=24)
+            ipr.link("set", index=idx, state="up")
+        with NetNS(ns) as nsr:
+            idx = nsr.link_lookup(ifname=peer)[0]
+            nsr.addr("add", index=idx, address=ns_ip, prefixlen=24)
+            nsr.link("set", index=idx, state="up")
+            nsr.link("set", index=nsr.link_lookup(ifname="lo")[0], state="up")
+        received = self.workdir / f"{role}.received"
+        sink = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SINK, ns_ip, str(self.port),
+                                 str(received)], stdout=subprocess.PIPE, text=True)
+        host = Host(role, ns_ip, self.port, received, sink, veth)
+        self.hosts.append(host)
+        assert sink.stdout.readline().strip() == "ready", f"sink in {ns} did not start"
+        return host
+
+    def __enter__(self) -> HostNetwork:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for host in self.hosts:
+            host.sink.kill()
+            host.sink.wait()
+            host.sink.stdout.close()
+            netns.remove(f"{self._tag}-{host.name}")
+            with IPRoute() as ipr:  # removing the namespace does not always take the host end
+                for idx in ipr.link_lookup(ifname=host.veth):
+                    ipr.link("del", index=idx)
