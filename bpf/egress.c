@@ -13,19 +13,7 @@ static __always_inline int refuse_unless_allowed(struct bpf_sock_addr *ctx, u32 
 	if (!policy || !(policy->flags & ENFORCE_CONNECT))
 		return 1;
 	u8 addr[16] = {};
-	if (v6) {
-		u32 ip6[4];
-		ip6[0] = ctx->user_ip6[0];
-		ip6[1] = ctx->user_ip6[1];
-		ip6[2] = ctx->user_ip6[2];
-		ip6[3] = ctx->user_ip6[3];
-		__builtin_memcpy(addr, ip6, 16);
-	} else {
-		u32 ip4 = ctx->user_ip4;
-		addr[10] = 0xff;
-		addr[11] = 0xff;
-		__builtin_memcpy(&addr[12], &ip4, 4);
-	}
+	sock_addr_ip(ctx, v6, addr);
 	u16 port = bpf_ntohs(ctx->user_port);
 	if (destination_allowed(t->slot, addr, port))
 		return 1;

@@ -30,19 +30,7 @@ static __always_inline int refuse_bind_unless_allowed(struct bpf_sock_addr *ctx,
 	if (!policy || !(policy->flags & ENFORCE_LISTEN))
 		return 1;
 	struct addr_lpm_key key = {.prefixlen = 32 + 128, .slot = t->slot};
-	if (v6) {
-		u32 ip6[4];
-		ip6[0] = ctx->user_ip6[0];
-		ip6[1] = ctx->user_ip6[1];
-		ip6[2] = ctx->user_ip6[2];
-		ip6[3] = ctx->user_ip6[3];
-		__builtin_memcpy(key.addr, ip6, 16);
-	} else {
-		u32 ip4 = ctx->user_ip4;
-		key.addr[10] = 0xff;
-		key.addr[11] = 0xff;
-		__builtin_memcpy(&key.addr[12], &ip4, 4);
-	}
+	sock_addr_ip(ctx, v6, key.addr);
 	struct port_ranges *ranges = allowed_binds.lookup(&key);
 	if (ranges && port_allowed(ranges, bpf_ntohs(ctx->user_port)))
 		return 1;

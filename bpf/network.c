@@ -25,6 +25,25 @@ static __always_inline int destination_allowed(u32 slot, const u8 *addr, u16 por
 	return ranges && port_allowed(ranges, port);
 }
 
+/* The address a cgroup sock_addr hook sees, as the 16 bytes the destination tries use (IPv4 as
+ * ::ffff:a.b.c.d). The ctx fields are read one word at a time, as the verifier requires. */
+static __always_inline void sock_addr_ip(struct bpf_sock_addr *ctx, int v6, u8 *addr)
+{
+	if (v6) {
+		u32 ip6[4];
+		ip6[0] = ctx->user_ip6[0];
+		ip6[1] = ctx->user_ip6[1];
+		ip6[2] = ctx->user_ip6[2];
+		ip6[3] = ctx->user_ip6[3];
+		__builtin_memcpy(addr, ip6, 16);
+	} else {
+		u32 ip4 = ctx->user_ip4;
+		addr[10] = 0xff;
+		addr[11] = 0xff;
+		__builtin_memcpy(&addr[12], &ip4, 4);
+	}
+}
+
 static __always_inline u32 enforce_connect(struct tracked_proc *t, struct connect_event *e)
 {
 	struct slot_policy *policy = policy_of(t);
