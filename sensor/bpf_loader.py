@@ -167,12 +167,10 @@ class SensorBPF:
         return Capability("egress_refusal", True, f"connect/sendmsg hooks on {root}: forbidden destinations get EPERM")
 
     def _detach_egress_hooks(self) -> None:
-        from bcc import BPF
-        for fn, atype in getattr(self, "_egress", []):
-            try:
-                BPF.detach_func(fn, self._egress_root_fd, atype)
-            except Exception as exc:  # noqa: BLE001 - reported, the rest still detach
-                log.warning("egress: detaching %s: %s", fn.name, exc)
+        from .cgroup_bpf import detach_each
+        for error in detach_each(getattr(self, "_egress_root_fd", None), getattr(self, "_egress", []),
+                                 "the cgroup v2 root"):
+            log.warning("egress: %s", error)
         self._egress = []
         if getattr(self, "_egress_root_fd", None) is not None:
             os.close(self._egress_root_fd)

@@ -114,3 +114,17 @@ def detach_stale(cg: Path, names: tuple[str, ...], attach_types: dict[str, int],
         err = detach_by_id(cg, prog_id, atype)
         notes.append(err or f"detached stale {entry['name']} (id {prog_id}) from {cg}")
     return notes
+
+
+def detach_each(fd: int, attachments, where: str) -> list[str]:
+    """Detach every (bcc function, attach type) from the cgroup open as fd; one error text per
+    failure, and the rest still detach."""
+    from bcc import BPF
+
+    errors = []
+    for fn, atype in attachments:
+        try:
+            BPF.detach_func(fn, fd, atype)
+        except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
+            errors.append(f"detaching {fn.name.decode()} from {where}: {exc}")
+    return errors

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .cgroup_bpf import detach_stale, fd_links, held_prog_ids, prog_id_of
+from .cgroup_bpf import detach_each, detach_stale, fd_links, held_prog_ids, prog_id_of
 from .probes import cgroup_v2_root
 from .processes import cgroup_path, start_ticks, user_name
 
@@ -652,15 +652,8 @@ class Quarantine:
             self._root_attached.append(atype)
 
     def _detach_root(self) -> list[str]:
-        from bcc import BPF
-
-        errors = []
-        for atype in list(self._root_attached):
-            try:
-                BPF.detach_func(self._fn_sock, self._root_fd, atype)
-            except Exception as exc:  # noqa: BLE001
-                errors.append(f"detaching {PROG_SOCK} from the cgroup root: {exc}")
-            self._root_attached.remove(atype)
+        errors = detach_each(self._root_fd, [(self._fn_sock, a) for a in self._root_attached], "the cgroup root")
+        self._root_attached.clear()
         if self._root_fd is not None:
             os.close(self._root_fd)
             self._root_fd = None
@@ -683,16 +676,8 @@ class Quarantine:
         return errors
 
     def _detach_incident(self, inc: _Incident) -> list[str]:
-        errors = []
-        if inc.attached:
-            from bcc import BPF
-
-            for atype in list(inc.attached):
-                try:
-                    BPF.detach_func(self._fn_all, inc.cgroup_fd, atype)
-                except Exception as exc:  # noqa: BLE001
-                    errors.append(f"detaching {PROG_ALL}: {exc}")
-                inc.attached.remove(atype)
+        errors = detach_each(inc.cgroup_fd, [(self._fn_all, a) for a in inc.attached], "the incident cgroup")
+        inc.attached.clear()
         if inc.cgroup_fd is not None:
             os.close(inc.cgroup_fd)
             inc.cgroup_fd = None
