@@ -117,6 +117,14 @@ def _destinations(entries) -> tuple[DestinationPrefix, ...] | None:
     return tuple(sorted(out, key=lambda d: (d.network.prefixlen, d.network.network_address)))
 
 
+def _compiled_destinations(entries, rule: str, user_space_only: list[str]) -> tuple[DestinationPrefix, ...] | None:
+    """The kernel form of a destination list, or None (noted) when it does not fit the kernel."""
+    compiled = _destinations(entries)
+    if compiled is None:
+        user_space_only.append(f"{rule}: more than {abi.PORT_RANGES} port ranges for one prefix")
+    return compiled
+
+
 def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
     flags = abi.EnforceFlags(0)
     user_space_only = []
@@ -137,19 +145,13 @@ def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
     if denied_execs and exec_action != abi.KernelAction.NONE:
         flags |= abi.EnforceFlags.EXEC
 
-    destinations = _destinations(profile.network_connect)
-    if destinations is None:
-        user_space_only.append(f"network.connect: more than {abi.PORT_RANGES} port ranges for one prefix")
-        destinations = ()
-    elif connect_action != abi.KernelAction.NONE:
+    destinations = _compiled_destinations(profile.network_connect, "network.connect", user_space_only)
+    if destinations is not None and connect_action != abi.KernelAction.NONE:
         flags |= abi.EnforceFlags.CONNECT
 
     listen_action = KERNEL_ACTIONS[profile.action_for("network.listen")]
-    listen = _destinations(profile.network_listen)
-    if listen is None:
-        user_space_only.append(f"network.listen: more than {abi.PORT_RANGES} port ranges for one prefix")
-        listen = ()
-    elif listen_action != abi.KernelAction.NONE:
+    listen = _compiled_destinations(profile.network_listen, "network.listen", user_space_only)
+    if listen is not None and listen_action != abi.KernelAction.NONE:
         flags |= abi.EnforceFlags.LISTEN
 
     if audit_only:
@@ -157,5 +159,5 @@ def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
     return KernelPolicy(flags=flags, secret_action=secret_action, connect_action=connect_action,
                         exec_action=exec_action, interface_action=interface_action,
                         interfaces_allowed=interfaces_allowed, secrets=secrets, denied_execs=denied_execs,
-                        destinations=destinations, listen=listen, listen_action=listen_action,
+                        destinations=destinations or (), listen=listen or (), listen_action=listen_action,
                         user_space_only=tuple(user_space_only))
