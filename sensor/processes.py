@@ -61,15 +61,20 @@ def user_name(uid: int | None) -> str | None:
         return None
 
 
-def start_ticks(pid: int) -> int | None:
+def proc_stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat from field 3 (state) on, or None if the process is gone. comm (field 2) may
+    contain spaces and parentheses: the split starts after its closing one."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
-    # comm (field 2) may contain spaces and parentheses: split after its closing one.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return int(fields[19])  # field 22 overall
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    fields = proc_stat_fields(pid)
+    return int(fields[19]) if fields else None  # field 22 overall
 
 
 def _readlink(path: str) -> str | None:

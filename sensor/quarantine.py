@@ -56,7 +56,7 @@ from typing import Iterable
 
 from .cgroup_bpf import detach_each, detach_stale, fd_links, held_prog_ids, prog_id_of
 from .probes import cgroup_v2_root
-from .processes import cgroup_path, start_ticks, user_name
+from .processes import cgroup_path, proc_stat_fields, start_ticks, user_name
 
 log = logging.getLogger("agent-sensor")
 
@@ -168,12 +168,9 @@ class _Proc:
 
 
 def _stat(pid: int) -> _Proc | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+    rest = proc_stat_fields(pid)
+    if rest is None:
         return None
-    rest = data[data.rfind(b")") + 2:].split()
     try:
         return _Proc(pid, int(rest[1]), rest[0].decode(), bool(int(rest[6]) & PF_KTHREAD))
     except (IndexError, ValueError):
