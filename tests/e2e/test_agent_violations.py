@@ -4,25 +4,13 @@ and with on_violation: kill the agent and its children are gone."""
 
 from __future__ import annotations
 
-import os
 import time
 
-import psutil
 import pytest
 
+from tests.waiting import gone
+
 KILLED = -9
-
-
-def gone(pid: int, deadline_s: float = 10) -> bool:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True  # dead, waiting to be reaped by its (new) parent
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_allowed_actions_raise_no_alert(daemon):

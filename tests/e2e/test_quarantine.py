@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from .test_agent_violations import gone
+from tests.waiting import gone
 
 
 def wait_incident(daemon, root_pid: int, deadline_s: float = 10) -> str:

@@ -9,7 +9,7 @@ import socket
 import time
 from pathlib import Path
 
-import psutil
+from tests.waiting import gone
 import pytest
 
 from sensor import abi
@@ -17,18 +17,6 @@ from sensor.kernel_rules import compile_policy
 from sensor.profiles import load_profile_file
 
 KILLED = -9
-
-
-def gone(pid: int, deadline_s: float = 5) -> bool:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.fixture
