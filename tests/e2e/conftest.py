@@ -4,7 +4,6 @@ Waits are bounded by deadlines, never asserted as timings."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket

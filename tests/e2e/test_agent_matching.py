@@ -4,7 +4,6 @@ already running when the daemon starts (rescan)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time

@@ -9,12 +9,12 @@ import socket
 import time
 from pathlib import Path
 
-from tests.waiting import gone
 import pytest
 
 from sensor import abi
 from sensor.kernel_rules import compile_policy
 from sensor.profiles import load_profile_file
+from tests.waiting import gone
 
 KILLED = -9
 

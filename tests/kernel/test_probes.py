@@ -20,7 +20,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 
 from sensor import abi
 from sensor.bpf_loader import PROBES

@@ -19,7 +19,7 @@ def test_ids_cover_literal_files_and_directory_trees(tmp_path):
     ids = secret_file_ids(profile(tmp_path))
     assert ids[file_id(str(tmp_path / "vault" / "deep" / "k"))] == f"{tmp_path}/vault/**"
     assert ids[file_id(str(tmp_path / "single"))] == f"{tmp_path}/single"
-    assert f"/**/.env" not in ids.values()  # a glob rooted at / is matched by name only
+    assert "/**/.env" not in ids.values()  # a glob rooted at / is matched by name only
 
 
 def test_refresh_after_the_interval_or_on_an_unknown_hard_link(tmp_path):
