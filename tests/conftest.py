@@ -59,3 +59,22 @@ def pytest_runtest_makereport(item, call):
         return
     report.outcome = "failed"
     report.longrepr = f"SENSOR_REQUIRE_BPF=1 but this BPF test was skipped: {reason}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """cgroup-attached programs outlive the process that attached them: a test that loads the
+    sensor and does not close it leaves hooks on every connect of the host. Fail the run if any
+    hook of ours is attached with no process holding it."""
+    if os.geteuid() != 0 or bpf_unavailable_reason():
+        return
+    from sensor.bpf_loader import EGRESS_HOOKS
+    from sensor.cgroup_bpf import cgroup_programs, held_prog_ids
+    from sensor.probes import cgroup_v2_root
+    root = cgroup_v2_root()
+    names = {fn for fn, _, _ in EGRESS_HOOKS}
+    held = held_prog_ids()
+    leaked = [p for p in (cgroup_programs(root) or []) if root and p.get("name") in names and p.get("id") not in held]
+    if leaked:
+        session.exitstatus = 1
+        print(f"\nFAILED: cgroup hooks left attached to {root} by a test: "
+              + ", ".join(f"{p['name']} (id {p['id']})" for p in leaked))

@@ -296,6 +296,7 @@ def test_without_send_signal_the_kernel_only_observes(tmp_path, secret):
         sensor.poll(200)
         hits = [e for e in got if getattr(e, "path", "") == "{secret}"]
         print(os.waitstatus_to_exitcode(status), len(hits), int(hits[0].hdr.kernel_action) if hits else -1)
+        sensor.close()  # cgroup hooks outlive the process: detach them before leaving
         os._exit(0)
     """))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
