@@ -17,6 +17,8 @@ static __always_inline int refuse_unless_allowed(struct bpf_sock_addr *ctx, u32 
 	u16 port = bpf_ntohs(ctx->user_port);
 	if (destination_allowed(t->slot, addr, port))
 		return 1;
+	/* An address a DNS answer may just have given: user space judges it by name. */
+	int deferred = dns_answer_unlearned(t, policy);
 	/* Connects were reported by the tracepoint already; a datagram is reported here. */
 	if (call == NET_CALL_SENDMSG) {
 		struct connect_event *e = events.ringbuf_reserve(sizeof(struct connect_event));
@@ -26,7 +28,7 @@ static __always_inline int refuse_unless_allowed(struct bpf_sock_addr *ctx, u32 
 			fill_header(&e->hdr, EVENT_CONNECT, t->slot);
 			e->fd = -1;
 			e->call = call;
-			e->refused = 1;
+			e->refused = !deferred;
 			__builtin_memset(e->addr, 0, sizeof(e->addr));
 			u16 *family = (u16 *)e->addr;
 			u16 nport = ctx->user_port;
@@ -41,12 +43,12 @@ static __always_inline int refuse_unless_allowed(struct bpf_sock_addr *ctx, u32 
 				__builtin_memcpy(&e->addr[4], &addr[12], 4);
 				e->addrlen = 16;
 			}
-			e->hdr.kernel_action = act(t, policy->connect_action);
+			e->hdr.kernel_action = deferred ? KERNEL_ACTION_NONE : act(t, policy->connect_action);
 			events.ringbuf_submit(e, 0);
 			count(EVENT_CONNECT);
 		}
 	}
-	return 0;
+	return deferred;
 }
 
 int egress_connect4(struct bpf_sock_addr *ctx)

@@ -20,6 +20,7 @@
 #define SENSOR_MAX_SLOTS 256       /* profiles the kernel can enforce */
 #define SENSOR_LPM_PATH_MAX 248    /* path bytes in a secret-path key (LPM keys are <= 256 bytes) */
 #define SENSOR_PORT_RANGES 8       /* port ranges per destination prefix */
+#define SENSOR_DNS_MAX 1232        /* DNS message bytes captured (the EDNS payload size DNS flag day 2020 settled on) */
 
 enum event_type {
 	EVENT_EXEC = 1,    /* every successful exec on the host (rare; lets user space match agents) */
@@ -29,6 +30,7 @@ enum event_type {
 	EVENT_CONNECT = 5, /* a tracked process entered connect */
 	EVENT_FILE_CHANGE = 6, /* a tracked process entered rename/unlink/chmod/chown/truncate/link/symlink */
 	EVENT_INTERFACE = 7,   /* a tracked process used an interface that bypasses the traced syscalls */
+	EVENT_DNS = 8,         /* a tracked process sent or received a message on a socket it pointed at port 53 */
 	EVENT_TYPE_MAX = 16,
 };
 
@@ -88,6 +90,10 @@ enum enforce_flags {
 	ENFORCE_EXEC = 4,    /* absolute exec names matched against denied_execs */
 	ENFORCE_INTERFACES = 8, /* interfaces not in slot_policy.interfaces_allowed */
 	ENFORCE_LISTEN = 16,    /* inet binds matched against allowed_binds */
+	ENFORCE_DNS_NAMES = 32, /* network.connect names hosts: user space adds the addresses DNS answers
+				 * give them to allowed_dests; while an agent run has an answer for an
+				 * allowed name user space has not learned from yet, the kernel leaves
+				 * connects to unknown addresses to user space */
 };
 
 enum tracked_flags {
@@ -162,6 +168,42 @@ struct connect_event {
 	__u32 call;    /* enum net_call */
 	__u32 refused; /* 1: the kernel refused the call (EPERM): nothing was sent */
 	__u8 addr[SENSOR_SOCKADDR_MAX]; /* the caller's sockaddr, min(addrlen, SENSOR_SOCKADDR_MAX) bytes */
+};
+
+enum dns_direction {
+	DNS_QUERY = 1,  /* sent: send/sendto/sendmsg/sendmmsg/write */
+	DNS_ANSWER = 2, /* received: recv/recvfrom/recvmsg/read, seen at syscall exit */
+};
+
+/* How a host name in network.connect matches (value of the allowed_names map). */
+enum dns_name_match {
+	DNS_NAME_EXACT = 1,      /* api.example.com */
+	DNS_NAME_SUBDOMAINS = 2, /* *.corp.example: every name under it */
+};
+
+/* Key of allowed_names: a name as the FNV-1a 64 hash of its wire form (length-prefixed labels,
+ * no root label, every byte | 0x20 so letters are lower case) taken from its last byte to its
+ * first, so the kernel hashes every suffix of a question in one pass. A collision only defers a connect to user
+ * space, which judges the real name. */
+struct dns_name_key {
+	__u32 slot;
+	__u32 reserved;
+	__u64 hash;
+};
+
+/* Variable length: only offsetof(data) + len bytes are sent. */
+struct dns_event {
+	struct event_header hdr;
+	__s32 fd;
+	__u32 direction;   /* enum dns_direction */
+	__u64 seq;         /* answers for a name network.connect allows: their number in the agent run
+			    * (user space stores the last one it learned from in dns_learned, key:
+			    * root pid); 0 for anything else */
+	__u8 peer[16];     /* the resolver's address (IPv4 as ::ffff:a.b.c.d) */
+	__u16 peer_port;
+	__u16 len;         /* bytes captured in data */
+	__u32 total;       /* bytes the syscall sent or received (more than len: cut) */
+	__u8 data[SENSOR_DNS_MAX];
 };
 
 /* Fixed size: these syscalls are rare next to opens, and two names are needed. */

@@ -60,7 +60,7 @@ static __always_inline u32 enforce_connect(struct tracked_proc *t, struct connec
 	} else {
 		return KERNEL_ACTION_NONE; /* unix and others: user space */
 	}
-	if (destination_allowed(t->slot, addr, (e->addr[2] << 8) | e->addr[3]))
+	if (destination_allowed(t->slot, addr, (e->addr[2] << 8) | e->addr[3]) || dns_answer_unlearned(t, policy))
 		return KERNEL_ACTION_NONE;
 	/* The cgroup connect hook (egress.c) refuses this connect too, when it is attached. */
 	return act(t, policy->connect_action);
@@ -102,6 +102,7 @@ int on_sys_enter_connect(struct tracepoint__syscalls__sys_enter_connect *args)
 					       args->addrlen);
 	if (!e)
 		return 0;
+	note_connect_for_dns(args->fd, e->addr, e->addrlen);
 	e->hdr.kernel_action = enforce_connect(t, e);
 	submit_socket_event(e);
 	return 0;

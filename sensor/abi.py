@@ -15,6 +15,7 @@ NO_SLOT = 0xFFFFFFFF
 MAX_SLOTS = 256
 LPM_PATH_MAX = 248
 PORT_RANGES = 8
+DNS_MAX = 1232
 EVENT_TYPE_MAX = 16
 COUNTER_DROP_BASE = EVENT_TYPE_MAX
 COUNTER_SLOTS = 2 * EVENT_TYPE_MAX
@@ -28,6 +29,7 @@ class EventType(enum.IntEnum):
     CONNECT = 5
     FILE_CHANGE = 6
     INTERFACE = 7
+    DNS = 8
 
 
 class OpenSyscall(enum.IntEnum):
@@ -81,6 +83,7 @@ class EnforceFlags(enum.IntFlag):
     EXEC = 4
     INTERFACES = 8
     LISTEN = 16
+    DNS_NAMES = 32
 
 
 class TrackedFlags(enum.IntFlag):
@@ -158,6 +161,38 @@ class ConnectEvent(ctypes.Structure):
         ("call", ctypes.c_uint32),
         ("refused", ctypes.c_uint32),
         ("addr", ctypes.c_uint8 * SOCKADDR_MAX),
+    ]
+
+
+class DnsDirection(enum.IntEnum):
+    QUERY = 1
+    ANSWER = 2
+
+
+class DnsNameMatch(enum.IntFlag):
+    EXACT = 1
+    SUBDOMAINS = 2
+
+
+class DnsNameKey(ctypes.Structure):
+    _fields_ = [
+        ("slot", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+        ("hash", ctypes.c_uint64),
+    ]
+
+
+class DnsEvent(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("fd", ctypes.c_int32),
+        ("direction", ctypes.c_uint32),
+        ("seq", ctypes.c_uint64),
+        ("peer", ctypes.c_uint8 * 16),
+        ("peer_port", ctypes.c_uint16),
+        ("len", ctypes.c_uint16),
+        ("total", ctypes.c_uint32),
+        ("data", ctypes.c_uint8 * DNS_MAX),
     ]
 
 
@@ -246,6 +281,8 @@ STRUCTS = {
     "exit_event": ExitEvent,
     "open_event": OpenEvent,
     "connect_event": ConnectEvent,
+    "dns_event": DnsEvent,
+    "dns_name_key": DnsNameKey,
     "file_change_event": FileChangeEvent,
     "interface_event": InterfaceEvent,
     "tracked_proc": TrackedProc,
@@ -269,6 +306,7 @@ CONSTANTS = {
     "SENSOR_MAX_SLOTS": MAX_SLOTS,
     "SENSOR_LPM_PATH_MAX": LPM_PATH_MAX,
     "SENSOR_PORT_RANGES": PORT_RANGES,
+    "SENSOR_DNS_MAX": DNS_MAX,
     "EVENT_TYPE_MAX": EVENT_TYPE_MAX,
     "COUNTER_DROP_BASE": COUNTER_DROP_BASE,
     "COUNTER_SLOTS": COUNTER_SLOTS,
@@ -277,6 +315,8 @@ CONSTANTS = {
     **{f"OPEN_{m.name}": m.value for m in OpenInfo},
     **{f"FILE_OP_{m.name}": m.value for m in FileOp},
     **{f"NET_CALL_{m.name}": m.value for m in NetCall},
+    **{f"DNS_{m.name}": m.value for m in DnsDirection},
+    **{f"DNS_NAME_{m.name}": m.value for m in DnsNameMatch},
     **{f"INTERFACE_{m.name}": m.value for m in Interface},
     **{f"EXEC_{m.name}": m.value for m in ExecFlags},
     **{f"KERNEL_ACTION_{m.name}": m.value for m in KernelAction},

@@ -52,7 +52,8 @@ def process_message(info: ProcessInfo) -> pb.Process:
                       user=info.user or "", uid=info.uid or 0, start_ticks=info.start_ticks or 0)
 
 
-def event_message(event: Event, target: Target | None, target2: Target | None = None) -> pb.Event:
+def event_message(event: Event, target: Target | None, target2: Target | None = None,
+                  names: tuple[str, ...] = ()) -> pb.Event:
     if isinstance(event, OpenEvent):
         return pb.Event(type="open", file=pb.FileAccess(
             path=event.path, resolved_path=target.canonical if target else "", write=event.is_write,
@@ -67,7 +68,7 @@ def event_message(event: Event, target: Target | None, target2: Target | None = 
     if isinstance(event, ConnectEvent):
         return pb.Event(type="connect", network=pb.NetworkConnect(
             family=FAMILIES.get(event.family, str(event.family)), address=event.address, port=event.port or 0,
-            call=event.call.name.lower(), refused=event.refused))
+            call=event.call.name.lower(), refused=event.refused, dns_names=list(names)))
     if isinstance(event, ExecEvent):
         return pb.Event(type="exec", exec=pb.ProgramExec(
             filename=event.filename, resolved_path=target.canonical if target else "", argv=list(event.argv)))
@@ -86,7 +87,7 @@ def build_alert(alert_id: int, verdict: Verdict, event: Event, target: Target | 
         action=pb.Action(kind=ACTION_KINDS[verdict.action]),
         process=process_message(process),
         ancestry=[process_message(p) for p in ancestry],
-        event=event_message(event, target, target2),
+        event=event_message(event, target, target2, verdict.names),
     )
     alert.timing.kernel_ktime_ns = event.hdr.ktime_ns
     _stamp(alert.timing.event_time, wall_ns(event.hdr.ktime_ns))

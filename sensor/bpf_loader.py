@@ -21,7 +21,7 @@ log = logging.getLogger("agent-sensor")
 # The maps and one program file per event family. bcc rewrites map method calls and generates
 # tracepoint argument structs only in its main source text, so the files are joined into one text
 # rather than #included; events.h, plain C, is included normally.
-PROGRAM_FILES = ("maps.h", "process.c", "files.c", "changes.c", "network.c", "egress.c", "listeners.c",
+PROGRAM_FILES = ("maps.h", "process.c", "files.c", "changes.c", "dns.c", "network.c", "egress.c", "listeners.c",
                  "interfaces.c")
 # cgroup sock_addr hooks (egress.c, listeners.c): (function, BPF attach type, name bpftool shows).
 EGRESS_HOOKS = (
@@ -75,6 +75,11 @@ PROBES = (
     TracepointProbe("syscalls", "sys_enter_connect", True),
     TracepointProbe("syscalls", "sys_enter_bind", True),
     TracepointProbe("syscalls", "sys_enter_listen", True),
+    # DNS on resolver sockets (dns.c): every kernel with syscall tracepoints has these.
+    *(TracepointProbe("syscalls", f"sys_{half}_{name}", True) for name, halves in (
+        ("sendto", ("enter",)), ("sendmsg", ("enter",)), ("sendmmsg", ("enter",)), ("write", ("enter",)),
+        ("recvfrom", ("enter", "exit")), ("recvmsg", ("enter", "exit")), ("read", ("enter", "exit")),
+        ("close", ("enter",))) for half in halves),
     *(TracepointProbe("syscalls", f"sys_enter_{name}", False) for name in (
         "rename", "renameat", "renameat2", "unlink", "unlinkat", "chmod", "fchmodat", "fchmodat2", "fchmod",
         "chown", "lchown", "fchownat", "fchown", "truncate", "ftruncate", "link", "linkat", "symlink",
@@ -225,24 +230,44 @@ class SensorBPF:
                 _write_field(key, abi.PathLpmKey.path, prefix.path)
                 trie[key] = ctypes.c_uint32(1)
         for name, prefixes in ((b"allowed_dests", policy.destinations), (b"allowed_binds", policy.listen)):
-            trie = self.bpf[name]
             for dest in prefixes:
-                key = abi.AddrLpmKey(prefixlen=dest.prefix_bits, slot=slot)
-                _write_field(key, abi.AddrLpmKey.addr, dest.network.network_address.packed)
-                ranges = abi.PortRanges(count=len(dest.ports))
-                for i, (lo, hi) in enumerate(dest.ports):
-                    ranges.lo[i], ranges.hi[i] = lo, hi
-                trie[key] = ranges
+                self._put_destination(name, slot, dest)
+        for name_hash, how in policy.names:
+            self.bpf[b"allowed_names"][abi.DnsNameKey(slot=slot, hash=name_hash)] = ctypes.c_uint32(how)
         # Rules first, then the switch: the kernel never enforces a half-loaded slot.
         self.bpf[b"slot_policy"][ctypes.c_int(slot)] = abi.SlotPolicy(
             flags=policy.flags, secret_action=policy.secret_action, connect_action=policy.connect_action,
             exec_action=policy.exec_action, interface_action=policy.interface_action,
             interfaces_allowed=policy.interfaces_allowed, listen_action=policy.listen_action)
 
+    def _put_destination(self, map_name: bytes, slot: int, dest) -> None:
+        key = abi.AddrLpmKey(prefixlen=dest.prefix_bits, slot=slot)
+        _write_field(key, abi.AddrLpmKey.addr, dest.network.network_address.packed)
+        ranges = abi.PortRanges(count=len(dest.ports))
+        for i, (lo, hi) in enumerate(dest.ports):
+            ranges.lo[i], ranges.hi[i] = lo, hi
+        self.bpf[map_name][key] = ranges
+
+    def allow_learned(self, slot: int, dest) -> None:
+        """An address a DNS answer gave an allowed name (kernel_rules.learned_destination)."""
+        self._put_destination(b"allowed_dests", slot, dest)
+
+    def dns_learned(self, root_pid: int, seq: int) -> None:
+        """User space has learned from the agent run's answers up to `seq` (bpf/dns.c): the
+        kernel refuses unknown destinations again."""
+        self.bpf[b"dns_learned"][ctypes.c_uint32(root_pid)] = ctypes.c_uint64(seq)
+
+    def forget_dns(self, root_pid: int) -> None:
+        for name in (b"dns_answers", b"dns_learned"):
+            try:
+                del self.bpf[name][ctypes.c_uint32(root_pid)]
+            except KeyError:
+                pass
+
     def clear_policy(self, slot: int) -> None:
         """Stop enforcing for a slot and drop its rules (switch first, then the rules)."""
         self.bpf[b"slot_policy"][ctypes.c_int(slot)] = abi.SlotPolicy()
-        for name in (b"secret_paths", b"denied_execs", b"allowed_dests", b"allowed_binds"):
+        for name in (b"secret_paths", b"denied_execs", b"allowed_dests", b"allowed_binds", b"allowed_names"):
             table = self.bpf[name]
             for key in [k for k in table.keys() if k.slot == slot]:
                 del table[key]

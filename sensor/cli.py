@@ -150,6 +150,8 @@ def status(server, as_json) -> None:
         click.echo(f"  {t.pid:>7} {t.agent:24} {t.exe}")
     click.echo(f"events processed: {st.events_processed}  decode errors: {st.decode_errors}  "
                f"handler errors: {st.handler_errors}  alerts: {st.alerts}")
+    click.echo(f"dns: {st.dns.addresses_learned} addresses learned, {st.dns.unparsed} unparsed, "
+               f"{st.dns.untrusted} from untrusted resolvers, {st.dns.not_compiled} judged in user space only")
     click.echo("kernel events: " + "  ".join(f"{k}={v}" for k, v in sorted(st.events.items())))
     click.echo("ring-buffer drops: " + "  ".join(f"{k}={v}" for k, v in sorted(st.ring_buffer_drops.items())))
 

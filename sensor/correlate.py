@@ -6,6 +6,7 @@ then writes against files.write, reads against files.read (a writable path is al
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 import socket
@@ -52,6 +53,7 @@ class Verdict:
     reason: str
     action: str        # alert, kill or quarantine: the profile's action for this rule
     target: str        # canonical path, "address:port", unix path, or program
+    names: tuple[str, ...] = ()  # connects: the DNS names the address was resolved from
 
 
 # Another process's environment or memory: secrets whatever the profile lists (tokens live there).
@@ -60,9 +62,11 @@ NO_FILES: Mapping[tuple[int, int], str] = {}
 
 
 def decide(event: Event, profile: Profile, target: Target | None = None,
-           secret_files: Mapping[tuple[int, int], str] = NO_FILES, target2: Target | None = None) -> Verdict | None:
+           secret_files: Mapping[tuple[int, int], str] = NO_FILES, target2: Target | None = None,
+           names: tuple[str, ...] = ()) -> Verdict | None:
     """secret_files: (device, inode) -> secret glob, for the profile (sensor/secret_files.py).
-    target2: the second name of a rename, link or symlink."""
+    target2: the second name of a rename, link or symlink.
+    names: for a connect, the DNS names its address was resolved from (sensor/dns_names.py)."""
     if isinstance(event, OpenEvent):
         return _decide_open(event, profile, target, secret_files)
     if isinstance(event, FileChangeEvent):
@@ -70,7 +74,7 @@ def decide(event: Event, profile: Profile, target: Target | None = None,
     if isinstance(event, InterfaceEvent):
         return _decide_interface(event, profile)
     if isinstance(event, ConnectEvent):
-        return _decide_connect(event, profile, target)
+        return _decide_connect(event, profile, target, names)
     if isinstance(event, ExecEvent):
         return _decide_exec(event, profile, target)
     return None
@@ -207,7 +211,8 @@ def _decide_listen(event: ConnectEvent, profile: Profile) -> Verdict | None:
                     f"bound {shown}, not in network.listen", shown)
 
 
-def _decide_connect(event: ConnectEvent, profile: Profile, target: Target | None = None) -> Verdict | None:
+def _decide_connect(event: ConnectEvent, profile: Profile, target: Target | None,
+                    names: tuple[str, ...]) -> Verdict | None:
     if event.call in (NetCall.BIND, NetCall.LISTEN):
         return _decide_listen(event, profile)
     if event.family in (socket.AF_INET, socket.AF_INET6):
@@ -217,9 +222,14 @@ def _decide_connect(event: ConnectEvent, profile: Profile, target: Target | None
                             "connect with a malformed address (too short for its family)", "")
         if profile.allowed_destination_inet(ip, event.port) is not None:
             return None
+        # Judged by the name the agent resolved, not by whatever else shares the address.
+        if profile.allowed_destination_name(names, event.port) is not None:
+            return None
         shown = f"[{ip}]:{event.port}" if ip.version == 6 else f"{ip}:{event.port}"
-        return _verdict(profile, RuleKind.NETWORK_CONNECT, "network.connect", "",
-                        f"connect to {shown}, not in network.connect", shown)
+        named = f" ({', '.join(names)})" if names else ""
+        verdict = _verdict(profile, RuleKind.NETWORK_CONNECT, "network.connect", "",
+                           f"connect to {shown}{named}, not in network.connect", shown)
+        return dataclasses.replace(verdict, names=names)
     if event.family == socket.AF_UNIX:
         # Abstract names (@...) have no filesystem spelling; paths are judged as resolved too.
         spellings = target.spellings if target else (event.address,)

@@ -161,4 +161,8 @@ class Daemon:
                 profiles=self.profile_summaries(), tracked=tracked, events=emitted, ring_buffer_drops=dropped,
                 events_processed=self.pipeline.counters.events, decode_errors=self.pipeline.counters.decode_errors,
                 handler_errors=self.pipeline.counters.handler_errors,
+                dns=pb.DnsCounters(addresses_learned=self.pipeline.names.count(),
+                                   unparsed=self.pipeline.counters.dns_unparsed,
+                                   untrusted=self.pipeline.counters.dns_untrusted,
+                                   not_compiled=self.pipeline.counters.dns_not_compiled),
                 alerts=self.bus.published, listen=self.listen)

@@ -129,7 +129,25 @@ class InterfaceEvent:
         return self.interface.name.lower()
 
 
-Event = ExecEvent | ForkEvent | ExitEvent | OpenEvent | ConnectEvent | FileChangeEvent | InterfaceEvent
+@dataclass(frozen=True)
+class DnsEvent:
+    """A DNS message on a socket the agent pointed at port 53; parsed by sensor/dns_names.py."""
+    hdr: Header
+    fd: int
+    direction: abi.DnsDirection
+    seq: int           # an answer for a name network.connect allows: its number in the agent run, else 0
+    peer: ipaddress.IPv4Address | ipaddress.IPv6Address  # the resolver
+    peer_port: int
+    payload: bytes     # the message as sent or received, cut at abi.DNS_MAX bytes
+    total: int         # bytes the syscall moved
+    kind: str = field(default="dns", init=False)
+
+    @property
+    def resolver(self) -> str:
+        return f"[{self.peer}]:{self.peer_port}" if self.peer.version == 6 else f"{self.peer}:{self.peer_port}"
+
+
+Event = ExecEvent | ForkEvent | ExitEvent | OpenEvent | ConnectEvent | FileChangeEvent | InterfaceEvent | DnsEvent
 
 
 def _text(raw: bytes) -> str:
@@ -245,6 +263,20 @@ def _decode_interface(data: bytes) -> InterfaceEvent:
                           allowed=bool(raw.allowed), target_pid=raw.target_pid)
 
 
+_DNS_FIXED = abi.DnsEvent.data.offset
+
+
+def _decode_dns(data: bytes) -> DnsEvent:
+    # Variable length, like an open: only the bytes captured are sent.
+    if len(data) < _DNS_FIXED:
+        raise DecodeError(f"dns_event: {len(data)} bytes, need at least {_DNS_FIXED}")
+    raw = abi.DnsEvent.from_buffer_copy(data[:_DNS_FIXED].ljust(ctypes.sizeof(abi.DnsEvent), b"\0"))
+    peer = ipaddress.IPv6Address(bytes(raw.peer))
+    return DnsEvent(hdr=_header(raw.hdr), fd=raw.fd, direction=_enum(abi.DnsDirection, raw.direction, "DNS direction"),
+                    seq=raw.seq, peer=peer.ipv4_mapped or peer, peer_port=raw.peer_port,
+                    payload=data[_DNS_FIXED : _DNS_FIXED + raw.len], total=raw.total)
+
+
 _DECODERS = {
     abi.EventType.EXEC: _decode_exec,
     abi.EventType.FORK: _decode_fork,
@@ -253,6 +285,7 @@ _DECODERS = {
     abi.EventType.CONNECT: _decode_connect,
     abi.EventType.FILE_CHANGE: _decode_change,
     abi.EventType.INTERFACE: _decode_interface,
+    abi.EventType.DNS: _decode_dns,
 }
 
 

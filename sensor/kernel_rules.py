@@ -4,7 +4,8 @@ Only rules whose kernel-side match is conclusive are compiled:
 - secrets and exec_deny: an absolute path equal to a literal entry, or under a literal directory
   (`dir/**`), is denied whatever else is true. Globs with wildcards elsewhere stay in user space.
 - network.connect (inet): an address and port are exactly what the kernel will use, so the
-  allow-list is decided in the kernel in full.
+  allow-list is decided in the kernel in full. Host names are compiled as they resolve: user
+  space adds each address an agent's DNS answer gave an allowed name (learned_destination).
 File and exec allow-lists are not compiled: the kernel sees a name as passed, and `/lib/x.so`
 is allowed as `/usr/lib/x.so` only after symlinks are resolved, so a kernel verdict could kill
 an agent for an allowed access. User space judges every rule in any case, so an event the
@@ -43,6 +44,19 @@ class DestinationPrefix:
         return 32 + self.network.prefixlen
 
 
+FNV_OFFSET, FNV_PRIME, U64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
+
+
+def name_hash(name: str) -> int:
+    """The kernel's key for a host name (bpf/events.h, struct dns_name_key): FNV-1a 64 over its
+    wire form from the last byte back, each byte | 0x20 (lower case, as bpf/dns.c does)."""
+    wire = b"".join(bytes([len(label)]) + label for label in name.encode().split(b"."))
+    value = FNV_OFFSET
+    for byte in reversed(wire):
+        value = ((value ^ (byte | 0x20)) * FNV_PRIME) & U64
+    return value
+
+
 @dataclass(frozen=True)
 class KernelPolicy:
     flags: abi.EnforceFlags
@@ -56,6 +70,7 @@ class KernelPolicy:
     denied_execs: tuple[SecretPrefix, ...]
     destinations: tuple[DestinationPrefix, ...]
     listen: tuple[DestinationPrefix, ...]   # local addresses binds may use
+    names: tuple[tuple[int, abi.DnsNameMatch], ...]  # host names in network.connect: (name_hash, how)
     user_space_only: tuple[str, ...]  # what was not compiled, and why: for status and docs
 
 
@@ -101,7 +116,7 @@ def _destinations(entries) -> tuple[DestinationPrefix, ...] | None:
     v4: dict[ipaddress.IPv6Network, set[tuple[int, int]]] = {V4_MAPPED: set()}
     v6: dict[ipaddress.IPv6Network, set[tuple[int, int]]] = {}
     for dest in entries:
-        if dest.is_unix:
+        if dest.network is None:  # unix sockets; host names are added as they resolve
             continue
         family = v4 if dest.network.version == 4 else v6
         family.setdefault(_as_v6(dest.network), set()).add((dest.port_low, dest.port_high))
@@ -123,6 +138,22 @@ def _compiled_destinations(entries, rule: str, user_space_only: list[str]) -> tu
     if compiled is None:
         user_space_only.append(f"{rule}: more than {abi.PORT_RANGES} port ranges for one prefix")
     return compiled
+
+
+def learned_destination(policy: KernelPolicy, ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                        ports: set[tuple[int, int]]) -> DestinationPrefix | None:
+    """The allowed_dests entry for an address a DNS answer gave an allowed name: the name's
+    ports plus those of every compiled prefix of its family that contains it (the longest
+    match decides alone), or None if that is more ranges than the kernel holds."""
+    address = ipaddress.ip_network(ip)
+    network = _as_v6(address)
+    mapped = address.version == 4
+    covering = set().union(*(d.ports for d in policy.destinations
+                             if network.subnet_of(d.network) and d.network.subnet_of(V4_MAPPED) == mapped))
+    merged = covering | ports
+    if len(merged) > abi.PORT_RANGES:
+        return None
+    return DestinationPrefix(network, tuple(sorted(merged)))
 
 
 def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
@@ -148,11 +179,20 @@ def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
     destinations = _compiled_destinations(profile.network_connect, "network.connect", user_space_only)
     if destinations is not None and connect_action != abi.KernelAction.NONE:
         flags |= abi.EnforceFlags.CONNECT
+        if profile.allows_names:
+            flags |= abi.EnforceFlags.DNS_NAMES
 
     listen_action = KERNEL_ACTIONS[profile.action_for("network.listen")]
     listen = _compiled_destinations(profile.network_listen, "network.listen", user_space_only)
     if listen is not None and listen_action != abi.KernelAction.NONE:
         flags |= abi.EnforceFlags.LISTEN
+
+    names: dict[int, abi.DnsNameMatch] = {}
+    for dest in profile.network_connect:
+        if dest.host is not None:
+            how = abi.DnsNameMatch.SUBDOMAINS if dest.host.wildcard else abi.DnsNameMatch.EXACT
+            key = name_hash(dest.host.name)
+            names[key] = names.get(key, abi.DnsNameMatch(0)) | how
 
     if audit_only:
         flags = abi.EnforceFlags(0)
@@ -160,4 +200,5 @@ def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
                         exec_action=exec_action, interface_action=interface_action,
                         interfaces_allowed=interfaces_allowed, secrets=secrets, denied_execs=denied_execs,
                         destinations=destinations or (), listen=listen or (), listen_action=listen_action,
+                        names=tuple(names.items()),
                         user_space_only=tuple(user_space_only))

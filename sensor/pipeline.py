@@ -20,10 +20,11 @@ import psutil
 from . import enforce
 from .alerts import AlertBus, build_alert, complete_action, log_line
 from .correlate import Target, decide
-from .decode import (ConnectEvent, DecodeError, Event, ExecEvent, ExitEvent, FileChangeEvent, ForkEvent,
+from .decode import (ConnectEvent, DecodeError, DnsEvent, Event, ExecEvent, ExitEvent, FileChangeEvent, ForkEvent,
                      InterfaceEvent, OpenEvent, decode)
+from . import dns_names
 from .incidents import Incident, IncidentStore
-from .kernel_rules import KernelPolicy, compile_policy
+from .kernel_rules import KernelPolicy, compile_policy, learned_destination
 from .secret_files import SecretFiles, link_count
 from .processes import AgentInstance, ProcessTable, cgroup_path, start_ticks, user_name
 from .profiles import Profile, ProcessFacts, find_profile
@@ -61,6 +62,9 @@ class Counters:
     events: int = 0
     decode_errors: int = 0
     handler_errors: int = 0
+    dns_unparsed: int = 0        # captured on a resolver socket but not one whole DNS message
+    dns_untrusted: int = 0       # answers from a resolver the profile does not allow: not learned from
+    dns_not_compiled: int = 0    # learned addresses whose ports did not fit the kernel: user space judges them
     by_type: dict[str, int] = field(default_factory=dict)
 
 
@@ -81,6 +85,8 @@ class Pipeline:
         self.table = ProcessTable()
         self.instances: dict[int, AgentInstance] = {}  # root pid -> the agent run it started
         self.counters = Counters()
+        self.names = dns_names.ResolvedNames()  # what agents' DNS answers resolved, per slot
+        self.policies: dict[int, KernelPolicy] = {}
         self.lock = threading.RLock()  # the event loop and gRPC threads share the table
         self._matching = any(not p.match.is_empty for p in profiles)
 
@@ -89,7 +95,8 @@ class Pipeline:
         """Each profile's conclusive rules, enforced by the kernel at the syscall."""
         policies = {}
         for slot, profile in enumerate(self.profiles):
-            policies[profile.name] = compile_policy(profile, audit_only=not self.kernel_enforcement)
+            policies[profile.name] = self.policies[slot] = compile_policy(
+                profile, audit_only=not self.kernel_enforcement)
             self.bpf.set_policy(slot, policies[profile.name])
         return policies
 
@@ -196,6 +203,8 @@ class Pipeline:
             self.table.on_fork(event)
         elif isinstance(event, ExitEvent):
             self._on_exit(event)
+        elif isinstance(event, DnsEvent):
+            self._on_dns(event)
         elif isinstance(event, (OpenEvent, ConnectEvent, FileChangeEvent, InterfaceEvent)):
             self._judge(event)
 
@@ -222,7 +231,53 @@ class Pipeline:
             self.instances.pop(agent.root_pid, None)
             self.recent.pop(agent.root_pid, None)
             self.bpf.forget_doomed(agent.root_pid)
+            self.bpf.forget_dns(agent.root_pid)
             log.info("agent %s ended", agent.id)
+
+    def _on_dns(self, event: DnsEvent) -> None:
+        """Learn from an answer which addresses a name has, for the agent's profile; then tell
+        the kernel this answer is learned, so it refuses unknown destinations again."""
+        agent = self._agent_for_event(event)
+        if agent is None:
+            return
+        message = dns_names.parse(event.payload)
+        if message is None:
+            self.counters.dns_unparsed += 1
+            return
+        self._remember_text(agent, event, f"{message.describe()} via {event.resolver}")
+        log.debug("agent %s pid %d: dns %s via %s%s", agent.id, event.hdr.pid, message.describe(),
+                  event.resolver, f" (answer {event.seq}: connects held for user space)" if event.seq else "")
+        if event.direction == abi.DnsDirection.ANSWER and message.question and message.addresses:
+            self._learn(agent, event, message)
+        if event.seq:  # learned (or not believed): the kernel refuses unknown addresses again
+            self.bpf.dns_learned(agent.root_pid, event.seq)
+
+    def _learn(self, agent: AgentInstance, event: DnsEvent, message: dns_names.DnsMessage) -> None:
+        profile = agent.profile
+        # Only a resolver the profile lets the agent reach is believed: an answer from anywhere
+        # else could name any address.
+        if profile.allowed_destination_inet(event.peer, event.peer_port) is None:
+            self.counters.dns_untrusted += 1
+            log.warning("agent %s: DNS answer for %s from %s, a resolver network.connect does not allow: "
+                        "not learned from", agent.id, message.question, event.resolver)
+            return
+        self.names.learn(agent.slot, message.question, message.addresses)
+        policy = self.policies.get(agent.slot)
+        if policy is None or not policy.flags & abi.EnforceFlags.DNS_NAMES:
+            return
+        for address in message.addresses:
+            names = self.names.names_of(agent.slot, address)
+            ports = {(d.port_low, d.port_high) for d in profile.network_connect
+                     if d.host is not None and any(d.host.matches(n) for n in names)}
+            if not ports:
+                continue
+            dest = learned_destination(policy, address, ports)
+            if dest is None:
+                self.counters.dns_not_compiled += 1
+                log.warning("agent %s: %s (%s) has more port ranges than the kernel holds: judged in user space",
+                            agent.id, address, message.question)
+                continue
+            self.bpf.allow_learned(agent.slot, dest)
 
     def _judge(self, event: Event) -> None:
         agent = self._agent_for_event(event)
@@ -233,7 +288,8 @@ class Pipeline:
         self._remember(agent, event, target)
         secret_files = self.secret_files.of(agent.profile.name, target.file_id if target else None,
                                             link_count(target.canonical) if target and target.file_id else 1)
-        verdict = decide(event, agent.profile, target, secret_files, target2)
+        names = self.names.names_of(agent.slot, event.ip) if isinstance(event, ConnectEvent) else ()
+        verdict = decide(event, agent.profile, target, secret_files, target2, names)
         if verdict is None:
             if event.hdr.kernel_action:
                 log.error("the kernel acted on %s event of pid %d but no rule fires in user space: "
@@ -249,6 +305,9 @@ class Pipeline:
     def _remember(self, agent: AgentInstance, event: Event, target: Target | None) -> None:
         what = target.canonical if target else getattr(event, "filename", "") or (
             f"{getattr(event, 'address', '')}:{getattr(event, 'port', '')}")
+        self._remember_text(agent, event, what)
+
+    def _remember_text(self, agent: AgentInstance, event: Event, what: str) -> None:
         self.recent.setdefault(agent.root_pid, deque(maxlen=RECENT_EVENTS)).append(
             f"pid {event.hdr.pid} {event.kind} {what}")
 

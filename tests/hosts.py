@@ -1,6 +1,7 @@
 """Test hosts on this machine: network namespaces joined to the host by veth pairs (pyroute2),
-each with its own address and a sink that records every byte reaching it over TCP or UDP.
-Addresses are those of these namespaces only; no traffic goes anywhere else."""
+each with its own address and a sink that records every byte reaching it over TCP or UDP, and
+optionally a DNS server (tests/dns_server.py) on port 53. Addresses are those of these
+namespaces only; no traffic goes anywhere else."""
 
 from __future__ import annotations
 
@@ -43,6 +44,11 @@ class Host:
     received_file: Path
     sink: subprocess.Popen
     veth: str        # host-side interface
+    dns: subprocess.Popen | None = None  # DNS server on address:53
+    dns_log: Path | None = None          # one line per question it was asked: "name TYPE"
+
+    def questions(self) -> list[str]:
+        return self.dns_log.read_text().splitlines() if self.dns_log and self.dns_log.exists() else []
 
     def received(self) -> bytes:
         return self.received_file.read_bytes() if self.received_file.exists() else b""
@@ -57,7 +63,8 @@ class HostNetwork:
         self.hosts: list[Host] = []
         self._tag = f"as{os.getpid() % 10000}"
 
-    def add_host(self, role: str) -> Host:
+    def add_host(self, role: str, dns_zone: dict[str, str] | None = None) -> Host:
+        """A host; with dns_zone (name -> IPv4 address) it also answers DNS queries for those names."""
         n = len(self.hosts) + 1
         ns, veth, peer = f"{self._tag}-{role}", f"{self._tag}h{n}", f"{self._tag}p{n}"
         host_ip, ns_ip = f"10.77.{n}.1", f"10.77.{n}.2"
@@ -78,6 +85,13 @@ class HostNetwork:
         host = Host(role, ns_ip, self.port, received, sink, veth)
         self.hosts.append(host)
         assert sink.stdout.readline().strip() == "ready", f"sink in {ns} did not start"
+        if dns_zone is not None:
+            host.dns_log = self.workdir / f"{role}.questions"
+            host.dns = subprocess.Popen(
+                ["ip", "netns", "exec", ns, sys.executable, str(Path(__file__).with_name("dns_server.py")), ns_ip,
+                 str(host.dns_log), *(f"{name}={ip}" for name, ip in dns_zone.items())],
+                stdout=subprocess.PIPE, text=True)
+            assert host.dns.stdout.readline().strip() == "ready", f"DNS server in {ns} did not start"
         return host
 
     def __enter__(self) -> HostNetwork:
@@ -85,9 +99,10 @@ class HostNetwork:
 
     def __exit__(self, *exc) -> None:
         for host in self.hosts:
-            host.sink.kill()
-            host.sink.wait()
-            host.sink.stdout.close()
+            for server in filter(None, (host.sink, host.dns)):
+                server.kill()
+                server.wait()
+                server.stdout.close()
             netns.remove(f"{self._tag}-{host.name}")
             with IPRoute() as ipr:  # removing the namespace does not always take the host end
                 for idx in ipr.link_lookup(ifname=host.veth):

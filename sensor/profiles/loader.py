@@ -310,7 +310,10 @@ class _ProfileChecker:
         destinations = []
         for item in self.string_items(fields[key], f"network.{key}"):
             try:
-                destinations.append(Destination.parse(item.value, _line(item), self.homes))
+                destination = Destination.parse(item.value, _line(item), self.homes)
+                if destination.host is not None and key == "listen":
+                    raise DestinationError("network.listen takes local addresses, not host names")
+                destinations.append(destination)
             except DestinationError as error:
                 self.problem(_line(item), f"bad destination '{_shown(item.value)}' in network.{key}: {error}")
         return tuple(destinations)

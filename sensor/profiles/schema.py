@@ -28,7 +28,9 @@ DEFAULT_ON_VIOLATION = "alert"
 
 # Every IPv4 address also exists as ::ffff:a.b.c.d; rules and events are compared as IPv4.
 _V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-_HOST_NAME = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
+# A DNS name with at least one letter (so it cannot be an IPv4 address); `*.` may lead it.
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?:\*\.)?(?=[^:]*[A-Za-z])(?:{_LABEL}\.)*{_LABEL}\.?")
 
 
 # --- problems ------------------------------------------------------------------------
@@ -128,11 +130,8 @@ def _parse_address(host: str, bracketed: bool) -> IPNetwork:
         try:
             network = ipaddress.ip_network(ipaddress.ip_address(host))
         except ValueError:
-            if _HOST_NAME.fullmatch(host):
-                raise DestinationError(
-                    f"host names are not supported yet ('{host}'); use an IP address or CIDR"
-                ) from None
-            raise DestinationError(f"bad IP address '{host}'") from None
+            named = not bracketed and re.search("[A-Za-z]", host)
+            raise DestinationError(f"bad IP address{' or host name' if named else ''} '{host}'") from None
     if bracketed and network.version == 4:
         raise DestinationError(f"'[{host}]': brackets are only for IPv6 addresses")
     return _unmap_network(network)
@@ -160,10 +159,45 @@ def _parse_inet(text: str) -> tuple[IPNetwork, int, int]:
 
 
 @dataclass(frozen=True)
-class Destination:
-    """One allowed ``network.connect`` destination: an address/CIDR plus ports, or a unix socket.
+class HostName:
+    """A destination by DNS name: `api.example.com`, or `*.corp.example` for every name under
+    corp.example (any depth, not corp.example itself). Compared case-insensitively."""
 
-    Exactly one of ``network`` and ``unix`` is set. ``port_low``/``port_high`` are
+    name: str        # lower case, no trailing dot; for a wildcard, the part after `*.`
+    wildcard: bool
+
+    @classmethod
+    def parse(cls, text: str) -> HostName:
+        if not _HOST_NAME.fullmatch(text) or len(text.rstrip(".")) > 253:
+            raise DestinationError(f"bad host name '{text}'")
+        wildcard = text.startswith("*.")
+        return cls(text.removeprefix("*.").rstrip(".").lower(), wildcard)
+
+    def matches(self, name: str) -> bool:
+        name = name.rstrip(".").lower()
+        return name.endswith("." + self.name) if self.wildcard else name == self.name
+
+    def __str__(self) -> str:
+        return f"*.{self.name}" if self.wildcard else self.name
+
+
+def _parse_host(text: str) -> tuple[HostName, int, int] | None:
+    """`NAME:PORT` as a host destination, or None if NAME is no host name (an address)."""
+    host, colon, port_text = text.rpartition(":")
+    if not colon or host.startswith("[") or not _HOST_NAME.fullmatch(host):
+        if not colon and _HOST_NAME.fullmatch(text):
+            raise DestinationError(
+                "missing port: write NAME:PORT (PORT is a number, a range LO-HI, or * for any port)")
+        return None
+    return (HostName.parse(host), *_parse_ports(port_text))
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One allowed ``network.connect`` destination: an address/CIDR plus ports, a host name plus
+    ports (judged by the DNS answers the agent received, sensor/dns_names.py), or a unix socket.
+
+    Exactly one of ``network``, ``host`` and ``unix`` is set. ``port_low``/``port_high`` are
     inclusive; ``*`` is stored as 0-65535.
     """
 
@@ -173,10 +207,12 @@ class Destination:
     port_low: int = 0
     port_high: int = 0
     unix: PathGlob | TextGlob | None = None
+    host: HostName | None = None
 
     @classmethod
     def parse(cls, text: str, line: int = 0, homes: Iterable[str] = ()) -> Destination:
-        """Parse ``IP:PORT``, ``CIDR:PORT``, ``[IPv6]:PORT``, ``[IPv6CIDR]:PORT`` or ``unix:PATH``."""
+        """Parse ``IP:PORT``, ``CIDR:PORT``, ``[IPv6]:PORT``, ``[IPv6CIDR]:PORT``, ``NAME:PORT``,
+        ``*.DOMAIN:PORT`` or ``unix:PATH``."""
         if not isinstance(text, str):
             raise DestinationError(f"a destination must be a string, got {type(text).__name__}")
         if "\0" in text:
@@ -192,6 +228,10 @@ class Destination:
             except GlobError as error:
                 raise DestinationError(f"bad unix socket path '{path}': {error}") from None
             return cls(text, line, unix=unix)
+        named = _parse_host(text)
+        if named is not None:
+            host, low, high = named
+            return cls(text, line, port_low=low, port_high=high, host=host)
         network, low, high = _parse_inet(text)
         return cls(text, line, network=network, port_low=low, port_high=high)
 
@@ -210,6 +250,9 @@ class Destination:
             and ip in self.network
             and self.port_low <= port <= self.port_high
         )
+
+    def matches_name(self, name: str, port: int) -> bool:
+        return self.host is not None and self.host.matches(name) and self.port_low <= port <= self.port_high
 
     def matches_unix(self, path: str) -> bool:
         """Match a unix socket path; abstract sockets must be passed as ``@name``."""
@@ -289,6 +332,14 @@ class Profile:
 
     def allowed_listen_inet(self, ip: IPAddress | str, port: int) -> Destination | None:
         return next((d for d in self.network_listen if d.matches_inet(ip, port)), None)
+
+    def allowed_destination_name(self, names: Iterable[str], port: int) -> Destination | None:
+        """The host rule allowing a connect to `port` of an address resolved from one of `names`."""
+        return next((d for d in self.network_connect for n in names if d.matches_name(n, port)), None)
+
+    @property
+    def allows_names(self) -> bool:
+        return any(d.host is not None for d in self.network_connect)
 
     def allowed_destination_unix(self, path: str) -> Destination | None:
         return next((d for d in self.network_connect if d.matches_unix(path)), None)

@@ -14,7 +14,11 @@ Each ACTION is done in order; then the agent prints "done" and sleeps, so a test
   fork-secret      fork a child that reads /etc/shadow; print "child PID"; wait for it
   hold-connection  connect to the allowed port and keep the connection open
   tcp:HOST:PORT    connect to HOST:PORT and send "payload for HOST"
-  udp:HOST:PORT    send the same as one UDP datagram
+  udp:HOST:PORT    send the same as one UDP datagram (HOST may be a name: the system resolver asks)
+  lookup:MODE:SERVER:NAME:PORT
+                   ask SERVER for NAME's A record the way resolvers other than glibc's do
+                   (MODE sendto: unconnected sendto/recvfrom; write: connected write/read), then
+                   connect to the answer's address and send "payload for NAME"
   chdir:DIR        change directory (relative paths that follow resolve against it)
   open:PATH        open PATH for reading, as given (relative, with .. or //, a link, /proc/...)
   rename:A:B / link:A:B / symlink:TARGET:LINK / unlink:P / chmod:P / truncate:P
@@ -26,6 +30,7 @@ Each ACTION is done in order; then the agent prints "done" and sleeps, so a test
 
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -94,6 +99,25 @@ CHANGES = {
 }
 
 
+def lookup(mode: str, server: str, name: str, port: int) -> None:
+    query = (struct.pack("!6H", 0x5e17, 0x0100, 1, 0, 0, 0)
+             + b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
+             + struct.pack("!2H", 1, 1))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        if mode == "sendto":
+            s.sendto(query, (server, 53))
+            answer, _ = s.recvfrom(512)
+        else:
+            s.connect((server, 53))
+            os.write(s.fileno(), query)
+            answer = os.read(s.fileno(), 512)
+    if struct.unpack_from("!H", answer, 6)[0] == 0:
+        return  # no address
+    address = socket.inet_ntoa(answer[-4:])  # the one A record's data ends the message
+    with socket.create_connection((address, port), timeout=5) as c:
+        c.sendall(f"payload for {name}".encode())
+
+
 def main() -> None:
     workspace, port = sys.argv[1], int(sys.argv[2])
     for action in sys.argv[3:]:
@@ -126,6 +150,12 @@ def main() -> None:
                 else:
                     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                         s.sendto(f"payload for {host}".encode(), (host, int(dport)))
+            except OSError:
+                pass  # a refused call is what the sensor does
+        elif action.startswith("lookup:"):
+            _, mode, server, name, dport = action.split(":")
+            try:
+                lookup(mode, server, name, int(dport))
             except OSError:
                 pass  # a refused call is what the sensor does
         elif action.startswith("chdir:"):

@@ -4,6 +4,7 @@ Waits are bounded by deadlines, never asserted as timings."""
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import signal
 import socket
@@ -67,20 +68,33 @@ class Daemon:
                 return found
             time.sleep(0.1)
 
-    def start_agent(self, profile: str, *actions: str) -> subprocess.Popen:
+    def start_agent(self, profile: str, *actions: str, resolv_conf: Path | None = None) -> subprocess.Popen:
         """`agent-sensor exec --profile P -- python3 agent_actions.py ...`; the Popen's pid is the
-        agent's (exec replaces the CLI process)."""
+        agent's (exec replaces the CLI process). With resolv_conf, the agent runs in its own mount
+        namespace where that file is /etc/resolv.conf (its resolver asks a test DNS server)."""
         return subprocess.Popen(
             [CLI, "exec", "--server", self.server, "--profile", profile, "--",
              SYSTEM_PYTHON, str(self.workspace / "agent_actions.py"), str(self.workspace), str(self.port), *actions],
-            cwd=self.workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=self.workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=(lambda: _use_resolv_conf(resolv_conf)) if resolv_conf else None)
 
-    def run_agent(self, profile: str, *actions: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        proc = self.start_agent(profile, *actions)
+    def run_agent(self, profile: str, *actions: str, timeout: float = 30,
+                  resolv_conf: Path | None = None) -> subprocess.CompletedProcess:
+        proc = self.start_agent(profile, *actions, resolv_conf=resolv_conf)
         out, err = proc.communicate(timeout=timeout)
         result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         result.pid = proc.pid
         return result
+
+
+def _use_resolv_conf(path: Path) -> None:
+    """In the child before exec: a private mount namespace with `path` over /etc/resolv.conf."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newns, ms_rec, ms_private, ms_bind = 0x20000, 0x4000, 0x40000, 0x1000
+    if (libc.unshare(clone_newns) != 0
+            or libc.mount(None, b"/", None, ms_rec | ms_private, None) != 0
+            or libc.mount(bytes(path), b"/etc/resolv.conf", None, ms_bind, None) != 0):
+        raise OSError(ctypes.get_errno(), "mount namespace for the test resolver")
 
 
 def wait_ready(server: str, proc: subprocess.Popen, log: Path) -> None:

@@ -67,7 +67,7 @@ def test_check_bad_file_reports_every_problem_with_its_line(tmp_path):
         network:
           connect:
             - 127.0.0.1:8443
-            - api.example.com:443
+            - api.example.com
         on_violation: explode
     """))
     result = run("profiles", "check", str(bad))
@@ -76,7 +76,7 @@ def test_check_bad_file_reports_every_problem_with_its_line(tmp_path):
     lines = stderr_of(result).splitlines()
     assert lines[0].startswith(f"{bad}:3: unknown key 'netwrk'")
     assert lines[1].startswith(f"{bad}:6: bad glob '/srv/crm/[a-z' in files.read")
-    assert lines[2].startswith(f"{bad}:10: bad destination 'api.example.com:443'")
+    assert lines[2].startswith(f"{bad}:10: bad destination 'api.example.com' in network.connect: missing port")
     assert lines[3].startswith(f"{bad}:11: bad on_violation 'explode'")
     assert len(lines) == 4
     assert "Traceback" not in result.output + stderr_of(result)

@@ -218,8 +218,12 @@ ERROR_CASES = {
     "NUL in glob": ('name: x\nexec: ["/bin/\\0sh"]\n', 2, "NUL"),
     "bad cmdline glob": ("name: x\nmatch:\n  cmdline: ['*[x*']\n", 3, "bad glob '*[x*' in match.cmdline"),
     "tilde in cgroup": ("name: x\nmatch:\n  cgroup: ['~/x']\n", 3, "'~' is not allowed"),
-    "host name": ("name: x\nnetwork:\n  connect:\n    - 127.0.0.1:1\n    - api.example.com:443\n", 5,
-                  "host names are not supported yet ('api.example.com'); use an IP address or CIDR"),
+    "host name without port": ("name: x\nnetwork:\n  connect:\n    - 127.0.0.1:1\n    - api.example.com\n", 5,
+                               "missing port: write NAME:PORT"),
+    "wildcard inside a name": ("name: x\nnetwork: {connect: ['api*.example.com:443']}\n", 2,
+                               "bad IP address or host name 'api*.example.com'"),
+    "host name to listen on": ("name: x\nnetwork: {listen: ['localhost:8080']}\n", 2,
+                               "network.listen takes local addresses, not host names"),
     "bad CIDR prefix": ("name: x\nnetwork: {connect: ['10.0.0.0/33:443']}\n", 2, "bad CIDR '10.0.0.0/33'"),
     "bad CIDR host bits": ("name: x\nnetwork: {connect: ['10.0.0.1/8:443']}\n", 2, "did you mean 10.0.0.0/8"),
     "bad IPv6 CIDR": ("name: x\nnetwork: {connect: ['[::1/129]:443']}\n", 2, "bad CIDR"),
@@ -255,7 +259,7 @@ def test_all_problems_of_a_file_are_reported_in_line_order(tmp_path):
           read: ["relative"]
           write: ["/ok/**", "/srv/[x"]
         network:
-          connect: ["api.example.com:443", "127.0.0.1:8443", "1.2.3.4:0"]
+          connect: ["api.example.com", "127.0.0.1:8443", "1.2.3.4:0"]
         on_violation: explode
         """)
     problems = problems_of(file)
@@ -433,10 +437,30 @@ def test_unix_destination_expands_tilde():
     assert destination.matches_unix("/home/alice/.agent.sock")
 
 
+@pytest.mark.parametrize("text, name, port, expected", [
+    ("api.example.com:443", "api.example.com", 443, True),
+    ("api.example.com:443", "API.Example.COM.", 443, True),     # DNS names ignore case and the root dot
+    ("api.example.com:443", "api.example.com", 80, False),
+    ("api.example.com:443", "evil.api.example.com", 443, False),
+    ("api.example.com:443", "api.example.com.evil.test", 443, False),
+    ("*.corp.example:*", "git.corp.example", 22, True),
+    ("*.corp.example:*", "a.b.corp.example", 8443, True),        # any depth
+    ("*.corp.example:*", "corp.example", 443, False),            # the wildcard needs a label
+    ("*.corp.example:*", "evilcorp.example", 443, False),
+    ("localhost:8000-8100", "localhost", 8080, True),
+])
+def test_destination_by_name(text, name, port, expected):
+    destination = Destination.parse(text)
+    assert destination.network is None and destination.unix is None
+    assert destination.matches_name(name, port) is expected
+    assert not destination.matches_inet(ip("127.0.0.1"), port)
+
+
 @pytest.mark.parametrize(
     "text",
     ["", ":80", "1.2.3.4:", "1.2.3.4:-5", "1.2.3.4:5-", "1.2.3.4: 80", "1.2.3.4:+80", "1.2.3.4:٣",
-     "[::1", "[::1]80", "[::1]", "[fe80::1%eth0]:80", "localhost:80", "*:80", "unix:", "unix:x",
+     "[::1", "[::1]80", "[::1]", "[fe80::1%eth0]:80", "localhost", "*:80", "*.:80", "a..b:80",
+     "-a.example:80", "a" * 64 + ".example:80", "api.example.com:https", "unix:", "unix:x",
      "1.2.3.4:99999999999999999999"],
 )
 def test_bad_destinations(text):
