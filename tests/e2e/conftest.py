@@ -127,6 +127,27 @@ def stop_daemon(proc: subprocess.Popen, log: Path) -> int:
         pytest.fail(f"daemon did not stop on SIGTERM:\n{log.read_text()}")
 
 
+def host_network_daemon(tmp: Path, network_yaml: str, port: int):
+    """A daemon with one kill profile, e2e-hosts, for agents talking to test hosts
+    (tests/hosts.py): network_yaml is its `network:` section, with {workspace} filled in.
+    A generator: yields the Daemon, then stops it."""
+    workspace = tmp / "workspace"
+    workspace.mkdir()
+    shutil.copy(HERE / "agent_actions.py", workspace / "agent_actions.py")
+    (tmp / "profiles").mkdir()
+    (tmp / "profiles" / "hosts.yaml").write_text(f"""\
+name: e2e-hosts
+files:
+  read: ["/usr/**", "/etc/**", "/proc/**", "/dev/null", "{workspace}/**"]
+{network_yaml}
+exec: ["/usr/bin/python3*"]
+on_violation: kill
+""")
+    proc, server, log = start_daemon(tmp, tmp / "profiles")
+    yield Daemon(proc, server, log, workspace, port)
+    assert stop_daemon(proc, log) == 0
+
+
 @pytest.fixture(scope="module")
 def listener():
     """The 'allowed API' the agents may connect to: a loopback TCP listener."""

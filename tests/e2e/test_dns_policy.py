@@ -5,13 +5,11 @@ does not list is refused in the kernel even though the agent resolved it itself.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from tests.hosts import HostNetwork
 
-from .conftest import HERE, Daemon, start_daemon, stop_daemon
+from .conftest import Daemon, host_network_daemon
 
 
 @pytest.fixture
@@ -27,28 +25,15 @@ def network(tmp_path):
 @pytest.fixture
 def daemon_for(tmp_path, network):
     api, _, resolver = network
-    workspace = tmp_path / "workspace"
-    workspace.mkdir()
-    shutil.copy(HERE / "agent_actions.py", workspace / "agent_actions.py")
-    (tmp_path / "profiles").mkdir()
-    (tmp_path / "profiles" / "dns.yaml").write_text(f"""\
-name: e2e-dns
-files:
-  read: ["/usr/**", "/etc/**", "/proc/**", "/dev/null", "{workspace}/**"]
-network:
-  # glibc asks nscd first (absent here: the connect fails) before its own resolver
-  connect: ["unix:/run/nscd/socket", "{resolver.address}:53", "api.test:{api.port}", "*.corp.test:{api.port}"]
-exec: ["/usr/bin/python3*"]
-on_violation: kill
-""")
     (tmp_path / "resolv.conf").write_text(f"nameserver {resolver.address}\noptions timeout:2 attempts:1\n")
-    proc, server, log = start_daemon(tmp_path, tmp_path / "profiles")
-    yield Daemon(proc, server, log, workspace, api.port)
-    assert stop_daemon(proc, log) == 0
+    # glibc asks nscd first (absent here: the connect fails) before its own resolver
+    yield from host_network_daemon(tmp_path, f"""network:
+  connect: ["unix:/run/nscd/socket", "{resolver.address}:53", "api.test:{api.port}", "*.corp.test:{api.port}"]""",
+                                   api.port)
 
 
 def run(daemon: Daemon, tmp_path, *actions: str):
-    return daemon.run_agent("e2e-dns", *actions, resolv_conf=tmp_path / "resolv.conf")
+    return daemon.run_agent("e2e-hosts", *actions, resolv_conf=tmp_path / "resolv.conf")
 
 
 def test_allowed_names_are_reached_through_the_system_resolver(daemon_for, network, tmp_path):

@@ -4,13 +4,11 @@ or UDP, the attacker receives nothing."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from tests.hosts import HostNetwork
 
-from .conftest import HERE, Daemon, start_daemon, stop_daemon
+from .conftest import host_network_daemon
 
 
 @pytest.fixture
@@ -22,22 +20,7 @@ def network(tmp_path):
 @pytest.fixture
 def daemon_for(tmp_path, network):
     api, _ = network
-    workspace = tmp_path / "workspace"
-    workspace.mkdir()
-    shutil.copy(HERE / "agent_actions.py", workspace / "agent_actions.py")
-    (tmp_path / "profiles").mkdir()
-    (tmp_path / "profiles" / "hosts.yaml").write_text(f"""\
-name: e2e-hosts
-files:
-  read: ["/usr/**", "/etc/**", "/proc/**", "/dev/null", "{workspace}/**"]
-network:
-  connect: ["{api.address}:{api.port}"]
-exec: ["/usr/bin/python3*"]
-on_violation: kill
-""")
-    proc, server, log = start_daemon(tmp_path, tmp_path / "profiles")
-    yield Daemon(proc, server, log, workspace, api.port)
-    assert stop_daemon(proc, log) == 0
+    yield from host_network_daemon(tmp_path, f'network:\n  connect: ["{api.address}:{api.port}"]', api.port)
 
 
 def test_the_api_gets_its_data(daemon_for, network):
