@@ -6,14 +6,13 @@ then writes against files.write, reads against files.read (a writable path is al
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .decode import ConnectEvent, Event, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent
+from .decode import ConnectEvent, Event, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent, endpoint
 from .abi import FileOp, NetCall
 from .profiles import Profile
 
@@ -80,9 +79,10 @@ def decide(event: Event, profile: Profile, target: Target | None = None,
     return None
 
 
-def _verdict(profile: Profile, kind: RuleKind, rule: str, pattern: str, reason: str, target: str) -> Verdict:
+def _verdict(profile: Profile, kind: RuleKind, rule: str, pattern: str, reason: str, target: str,
+             names: tuple[str, ...] = ()) -> Verdict:
     return Verdict(kind=kind, rule=rule, pattern=pattern, reason=reason, action=profile.action_for(rule),
-                   target=target)
+                   target=target, names=names)
 
 
 def _decide_open(event: OpenEvent, profile: Profile, target: Target | None,
@@ -206,7 +206,7 @@ def _decide_listen(event: ConnectEvent, profile: Profile) -> Verdict | None:
     ip = event.ip
     if ip is not None and profile.allowed_listen_inet(ip, event.port) is not None:
         return None
-    shown = f"[{ip}]:{event.port}" if ip is not None and ip.version == 6 else f"{ip}:{event.port}"
+    shown = endpoint(ip, event.port)
     return _verdict(profile, RuleKind.NETWORK_LISTEN, "network.listen", "",
                     f"bound {shown}, not in network.listen", shown)
 
@@ -225,11 +225,10 @@ def _decide_connect(event: ConnectEvent, profile: Profile, target: Target | None
         # Judged by the name the agent resolved, not by whatever else shares the address.
         if profile.allowed_destination_name(names, event.port) is not None:
             return None
-        shown = f"[{ip}]:{event.port}" if ip.version == 6 else f"{ip}:{event.port}"
+        shown = endpoint(ip, event.port)
         named = f" ({', '.join(names)})" if names else ""
-        verdict = _verdict(profile, RuleKind.NETWORK_CONNECT, "network.connect", "",
-                           f"connect to {shown}{named}, not in network.connect", shown)
-        return dataclasses.replace(verdict, names=names)
+        return _verdict(profile, RuleKind.NETWORK_CONNECT, "network.connect", "",
+                        f"connect to {shown}{named}, not in network.connect", shown, names)
     if event.family == socket.AF_UNIX:
         # Abstract names (@...) have no filesystem spelling; paths are judged as resolved too.
         spellings = target.spellings if target else (event.address,)

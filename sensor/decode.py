@@ -144,7 +144,7 @@ class DnsEvent:
 
     @property
     def resolver(self) -> str:
-        return f"[{self.peer}]:{self.peer_port}" if self.peer.version == 6 else f"{self.peer}:{self.peer_port}"
+        return endpoint(self.peer, self.peer_port)
 
 
 Event = ExecEvent | ForkEvent | ExitEvent | OpenEvent | ConnectEvent | FileChangeEvent | InterfaceEvent | DnsEvent
@@ -218,6 +218,11 @@ def _decode_open(data: bytes) -> OpenEvent:
         hdr=_header(raw.hdr), dirfd=raw.dirfd, flags=raw.flags, mode=raw.mode, syscall=syscall,
         path=_text(path_bytes), truncated=bool(raw.info & abi.OpenInfo.PATH_TRUNCATED),
     )
+
+
+def endpoint(address, port) -> str:
+    """ADDRESS:PORT as written in profiles and alerts: an IPv6 address in brackets."""
+    return f"[{address}]:{port}" if ":" in str(address) else f"{address}:{port}"
 
 
 def decode_sockaddr(addr: bytes, addrlen: int) -> tuple[int, str, int | None]:

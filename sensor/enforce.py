@@ -76,22 +76,21 @@ def kill_tree(sensor_bpf, root_pid: int, known_ticks: dict[int, int | None] | No
     """SIGKILL every tracked process of the agent rooted at root_pid, until none is left."""
     known_ticks = known_ticks or {}
     sensor_bpf.doom(root_pid, abi.KernelAction.KILL)
-    # Every member while the kill runs: signalled here, or by the kernel at its next traced
-    # syscall because the run is doomed (with read/write traced that often comes first).
     signalled: list[int] = []
+    seen = set(known_ticks)  # every member user space knew of or found while the kill ran
     rounds = 0
     members = _members(sensor_bpf, root_pid)
     while members and rounds < KILL_ROUNDS:
         rounds += 1
+        seen |= members
         for pid in sorted(members):
-            _signal_member(sensor_bpf, pid, root_pid, known_ticks.get(pid))
-            if pid not in signalled:
+            if _signal_member(sensor_bpf, pid, root_pid, known_ticks.get(pid)) and pid not in signalled:
                 signalled.append(pid)
         time.sleep(ROUND_PAUSE_S)
         # A killed process leaves the map when the kernel runs its exit; anything left, or forked
         # in the meantime, gets another round.
         members = _members(sensor_bpf, root_pid)
-    # Members user space knew of that were gone before the first round: the kernel killed them
-    # as members of the doomed run (their next traced syscall came before this kill).
-    signalled += [pid for pid in known_ticks if pid not in signalled and pid not in members]
+    # Members gone before this kill's signal reached them: the kernel killed them as members of
+    # the doomed run, at their next traced syscall (with read/write traced, often first).
+    signalled += sorted(seen - set(signalled) - members)
     return KillResult(tuple(signalled), tuple(sorted(members)), rounds)

@@ -244,9 +244,10 @@ class Pipeline:
         if message is None:
             self.counters.dns_unparsed += 1
             return
-        self._remember_text(agent, event, f"{message.describe()} via {event.resolver}")
-        log.debug("agent %s pid %d: dns %s via %s%s", agent.id, event.hdr.pid, message.describe(),
-                  event.resolver, f" (answer {event.seq}: connects held for user space)" if event.seq else "")
+        seen = f"{message.describe()} via {event.resolver}"
+        self._remember_text(agent, event, seen)
+        log.debug("agent %s pid %d: dns %s%s", agent.id, event.hdr.pid, seen,
+                  f" (answer {event.seq}: connects held for user space)" if event.seq else "")
         if event.direction == abi.DnsDirection.ANSWER and message.question and message.addresses:
             self._learn(agent, event, message)
         if event.seq:  # learned (or not believed): the kernel refuses unknown addresses again

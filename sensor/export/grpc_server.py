@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .._proto.agent_sensor.v1 import sensor_pb2_grpc as pb_grpc
+from ..decode import endpoint
 from ..pipeline import TrackError
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SensorService"].full_name
@@ -97,8 +98,7 @@ class Servicer(pb_grpc.SensorServiceServicer):
 def _endpoint(end: dict | None) -> str:
     if not end:
         return ""
-    address, port = end.get("address", ""), end.get("port")
-    return f"[{address}]:{port}" if ":" in str(address) else f"{address}:{port}"
+    return endpoint(end.get("address", ""), end.get("port"))
 
 
 def _incident_process(facts: dict) -> pb.IncidentProcess:
