@@ -71,21 +71,11 @@ static __always_inline u64 dns_socket_key(int fd)
 /* A sockaddr (kernel copy, len bytes) as a resolver address: 1 if it is inet port 53. */
 static __always_inline int resolver_of(const u8 *raw, u32 len, struct dns_socket *s)
 {
-	u16 family = *(u16 *)raw;
 	if (((raw[2] << 8) | raw[3]) != DNS_PORT)
 		return 0;
 	__builtin_memset(s, 0, sizeof(*s));
-	if (family == AF_INET && len >= 8) {
-		s->peer[10] = 0xff;
-		s->peer[11] = 0xff;
-		__builtin_memcpy(&s->peer[12], &raw[4], 4);
-	} else if (family == AF_INET6 && len >= 24) {
-		__builtin_memcpy(s->peer, &raw[8], 16);
-	} else {
-		return 0;
-	}
 	s->port = DNS_PORT;
-	return 1;
+	return sockaddr_ip(raw, len, s->peer);
 }
 
 /* The same for a sockaddr in the caller's memory. */
@@ -259,15 +249,21 @@ int on_sys_enter_write(struct tracepoint__syscalls__sys_enter_write *args)
 	return 0;
 }
 
-/* The first buffer of a msghdr in the caller's memory, with its destination. */
+/* A msghdr in the caller's memory and its first buffer: 0 if both were read. */
+static __always_inline int read_msghdr(u64 uhdr, struct dns_msghdr *hdr, struct dns_iovec *iov)
+{
+	if (bpf_probe_read_user(hdr, sizeof(*hdr), (void *)uhdr) || !hdr->iovlen)
+		return -1;
+	return bpf_probe_read_user(iov, sizeof(*iov), (void *)hdr->iov) ? -1 : 0;
+}
+
+/* The first buffer of a msghdr, with its destination. */
 static __always_inline void trace_send_msghdr(struct tracked_proc *t, int fd, u64 uhdr)
 {
 	struct dns_msghdr hdr = {};
 	struct dns_iovec iov = {};
-	if (bpf_probe_read_user(&hdr, sizeof(hdr), (void *)uhdr) || !hdr.iovlen ||
-	    bpf_probe_read_user(&iov, sizeof(iov), (void *)hdr.iov))
-		return;
-	trace_send(t, fd, iov.base, iov.len, hdr.name, hdr.namelen);
+	if (read_msghdr(uhdr, &hdr, &iov) == 0)
+		trace_send(t, fd, iov.base, iov.len, hdr.name, hdr.namelen);
 }
 
 int on_sys_enter_sendmsg(struct tracepoint__syscalls__sys_enter_sendmsg *args)
@@ -363,9 +359,7 @@ int on_sys_enter_recvmsg(struct tracepoint__syscalls__sys_enter_recvmsg *args)
 {
 	struct dns_msghdr hdr = {};
 	struct dns_iovec iov = {};
-	if (!tracked_resolver_socket(args->fd) ||
-	    bpf_probe_read_user(&hdr, sizeof(hdr), (void *)args->msg) || !hdr.iovlen ||
-	    bpf_probe_read_user(&iov, sizeof(iov), (void *)hdr.iov))
+	if (!tracked_resolver_socket(args->fd) || read_msghdr((u64)args->msg, &hdr, &iov))
 		return 0;
 	start_receive(args->fd, iov.base, iov.len, hdr.name);
 	return 0;

@@ -146,6 +146,24 @@ static __always_inline struct path_lpm_key *path_key(struct tracked_proc *t, con
 	return key;
 }
 
+/* An inet sockaddr (raw bytes, len as passed) as the 16 bytes address tries and maps use (IPv4
+ * as ::ffff:a.b.c.d): 1 for AF_INET/AF_INET6 long enough to hold an address, else 0. */
+static __always_inline int sockaddr_ip(const u8 *raw, u32 len, u8 *addr)
+{
+	u16 family = *(u16 *)raw;
+	if (family == AF_INET && len >= 8) {
+		addr[10] = 0xff;
+		addr[11] = 0xff;
+		__builtin_memcpy(&addr[12], &raw[4], 4);
+		return 1;
+	}
+	if (family == AF_INET6 && len >= 24) {
+		__builtin_memcpy(addr, &raw[8], 16);
+		return 1;
+	}
+	return 0;
+}
+
 /* The tracked entry of the calling process if its events are wanted, else NULL: the one map
  * lookup an untracked process pays. A member of a doomed agent run is acted on here. */
 static __always_inline struct tracked_proc *current_tracked(void)

@@ -49,17 +49,9 @@ static __always_inline u32 enforce_connect(struct tracked_proc *t, struct connec
 	struct slot_policy *policy = policy_of(t);
 	if (!policy || !(policy->flags & ENFORCE_CONNECT))
 		return KERNEL_ACTION_NONE;
-	u16 family = *(u16 *)e->addr;
 	u8 addr[16] = {};
-	if (family == AF_INET && e->addrlen >= 8) {
-		addr[10] = 0xff;
-		addr[11] = 0xff;
-		__builtin_memcpy(&addr[12], &e->addr[4], 4);
-	} else if (family == AF_INET6 && e->addrlen >= 24) {
-		__builtin_memcpy(addr, &e->addr[8], 16);
-	} else {
+	if (!sockaddr_ip(e->addr, e->addrlen, addr))
 		return KERNEL_ACTION_NONE; /* unix and others: user space */
-	}
 	if (destination_allowed(t->slot, addr, (e->addr[2] << 8) | e->addr[3]) || dns_answer_unlearned(t, policy))
 		return KERNEL_ACTION_NONE;
 	/* The cgroup connect hook (egress.c) refuses this connect too, when it is attached. */
