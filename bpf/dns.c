@@ -25,13 +25,14 @@ struct dns_receive {
 };
 BPF_TABLE("lru_hash", u32, struct dns_receive, dns_receives, 1024);
 
-/* Answers for allowed names emitted per agent run (key: root pid), and the last one user
- * space has learned from (written by user space). While they differ, a connect to an address
- * outside the allow-list may be to that name: the kernel leaves it to user space. An answer
- * for any other name opens no such window: connects to its addresses are refused at once. */
-BPF_TABLE("lru_hash", u32, u64, dns_answers, 16384);
-BPF_TABLE("lru_hash", u32, u64, dns_learned, 16384);
-BPF_HASH(allowed_names, struct dns_name_key, u32, 4096); /* value: enum dns_name_match bits */
+/* Addresses answers for allowed names gave each agent run, until user space has judged the
+ * answer (struct dns_pending_key). A connect to one of them is left to user space, which judges it
+ * by name; a connect to any other address outside the allow-list is refused at once, even while
+ * an answer is being learned. */
+BPF_TABLE("lru_hash", struct dns_pending_key, u32, dns_pending, 8192);
+BPF_HASH(allowed_names, struct dns_name_key, u32, 4096);
+BPF_PROG_ARRAY(dns_tail, 1); /* user space puts dns_answer_to_policy here */
+#define DNS_TAIL_ANSWER_TO_POLICY 0 /* value: enum dns_name_match bits */
 BPF_PERCPU_ARRAY(dns_scratch, struct dns_event, 1);
 /* The question name's label starts, and the hash of the suffix beginning at each byte: filled
  * without branches so the verifier need not walk every path of a 255-byte loop. */
@@ -40,6 +41,9 @@ struct name_scan {
 	u8 starts[64];
 	u32 end;
 	u32 labels;
+	struct dns_pending_key pending;
+	u32 noted; /* counted in memory: a register that differs between paths would stop the
+		    * verifier from merging them, and the paths would double at every offset */
 };
 BPF_PERCPU_ARRAY(name_scan_scratch, struct name_scan, 1);
 
@@ -48,6 +52,11 @@ BPF_PERCPU_ARRAY(name_scan_scratch, struct name_scan, 1);
 #define DNS_LABELS_MAX 64
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
+/* Answer records are looked for in the message's first bytes: an address further on stays
+ * unknown to the kernel, which then refuses a connect to it until user space has learned it. */
+#define DNS_SCAN_MAX 512
+#define DNS_TYPE_A 1
+#define DNS_TYPE_AAAA 28
 
 /* The part of struct user_msghdr / struct iovec read here (64-bit layout). */
 struct dns_msghdr {
@@ -126,7 +135,7 @@ static __always_inline u8 name_byte(struct dns_event *e, u32 k)
  * looked up: the whole name must be an exact entry, a shorter suffix a wildcard one. */
 static __always_inline int asks_allowed_name(struct tracked_proc *t, struct dns_event *e)
 {
-	u32 n = e->len;
+	u32 n = bounded(e->len, SENSOR_DNS_MAX);
 	if (n <= DNS_HEADER_LEN + 1)
 		return 0;
 	n -= DNS_HEADER_LEN;
@@ -146,12 +155,12 @@ static __always_inline int asks_allowed_name(struct tracked_proc *t, struct dns_
 		scan->starts[labels & (DNS_LABELS_MAX - 1)] = end;
 		end += label + 1;
 	}
-	/* Through memory: the verifier then forgets which iteration the walk ended in, instead of
-	 * checking the rest once per possible ending. */
+	/* Through memory (volatile, so the compiler cannot forward the values): the verifier then
+	 * forgets which iteration the walk ended in, instead of checking the rest once per ending. */
 	scan->end = end;
 	scan->labels = labels;
-	end = scan->end;
-	labels = scan->labels;
+	end = *(volatile u32 *)&scan->end;
+	labels = *(volatile u32 *)&scan->labels;
 	if (labels == 0 || labels >= DNS_LABELS_MAX || end > DNS_NAME_MAX)
 		return 0;
 	u64 hash = FNV_OFFSET;
@@ -176,8 +185,77 @@ static __always_inline int asks_allowed_name(struct tracked_proc *t, struct dns_
 	return 0;
 }
 
-static __always_inline void emit_dns(struct tracked_proc *t, u32 direction, int fd, const struct dns_socket *s,
-				     u64 buf, u64 total)
+/* 1 if end > len, without a branch: a branch on len at every offset would split the verifier's
+ * paths by len's range (the barrier keeps the compiler from making one). */
+static __always_inline u64 past_end(u64 len, u64 end)
+{
+	u64 d = len - end;
+	asm volatile("" : "+r"(d));
+	return d >> 63;
+}
+
+/* Notes in dns_pending the address of every A and AAAA record in an answer's first DNS_SCAN_MAX
+ * bytes; returns how many. A record is recognised by its fixed fields wherever it starts (type,
+ * class IN, a TTL, then rdlength 4 or 16), not by walking the records: the walk's branches per
+ * record are more than the verifier accepts. A match inside other data only adds an address for
+ * user space to judge; a record is never missed. Out-of-range and mismatching bytes are OR-ed
+ * into one value, so each offset costs one branch per record type, and the paths meet again. */
+static __always_inline u32 note_answer_addresses(u32 root_pid, struct dns_event *e)
+{
+	u32 zero = 0, one = 1;
+	struct name_scan *scan = name_scan_scratch.lookup(&zero);
+	if (!scan)
+		return 0;
+	scan->noted = 0;
+	u64 len = e->len;
+	for (u32 i = DNS_HEADER_LEN; i < DNS_SCAN_MAX; i++) {
+		const u8 *r = &e->data[i];
+		u64 fixed = r[0] | r[2] | (r[3] ^ 1) | r[8]; /* type < 256, class IN, rdlength < 256 */
+		u64 v4 = fixed | (r[1] ^ DNS_TYPE_A) | (r[9] ^ 4) | past_end(len, i + 14);
+		u64 v6 = fixed | (r[1] ^ DNS_TYPE_AAAA) | (r[9] ^ 16) | past_end(len, i + 26);
+		if (v4 == 0) {
+			__builtin_memset(&scan->pending, 0, sizeof(scan->pending));
+			scan->pending.root_pid = root_pid;
+			scan->pending.addr[10] = 0xff;
+			scan->pending.addr[11] = 0xff;
+			__builtin_memcpy(&scan->pending.addr[12], &r[10], 4);
+			dns_pending.update(&scan->pending, &one);
+			scan->noted++;
+		}
+		if (v6 == 0) {
+			scan->pending.root_pid = root_pid;
+			__builtin_memcpy(scan->pending.addr, &r[10], 16);
+			dns_pending.update(&scan->pending, &one);
+			scan->noted++;
+		}
+	}
+	return scan->noted;
+}
+
+static __always_inline void send_dns(struct dns_event *e)
+{
+	emit(e, offsetof(struct dns_event, data) + bounded(e->len, SENSOR_DNS_MAX), EVENT_DNS);
+}
+
+/* An answer on a tracked resolver socket whose profile allows names (entered by tail call, the
+ * message in dns_scratch): for an allowed name, its addresses are noted before the syscall
+ * returns, so before the agent can connect to them. A program of its own, because the verifier
+ * checks the name scan and the address scan apart only then (together they multiply). */
+int dns_answer_to_policy(void *ctx)
+{
+	u32 zero = 0;
+	struct dns_event *e = dns_scratch.lookup(&zero);
+	struct tracked_proc *t = current_tracked();
+	if (!e || !t)
+		return 0;
+	if (asks_allowed_name(t, e))
+		e->pending = note_answer_addresses(t->root_pid, e);
+	send_dns(e);
+	return 0;
+}
+
+static __always_inline void emit_dns(void *ctx, struct tracked_proc *t, u32 direction, int fd,
+				     const struct dns_socket *s, u64 buf, u64 total)
 {
 	u32 zero = 0;
 	struct dns_event *e = dns_scratch.lookup(&zero);
@@ -193,34 +271,25 @@ static __always_inline void emit_dns(struct tracked_proc *t, u32 direction, int 
 	e->len = n;
 	if (bpf_probe_read_user(e->data, n, (void *)buf))
 		e->len = 0;
-	e->seq = 0;
+	e->pending = 0;
+	e->reserved = 0;
 	struct slot_policy *policy = policy_of(t);
-	if (direction == DNS_ANSWER && policy && (policy->flags & ENFORCE_DNS_NAMES) && asks_allowed_name(t, e)) {
-		/* Numbered before it is sent: if the ring buffer is full the number is skipped, and the
-		 * run stays "answer pending" until user space learns from a later one (fails to user
-		 * space's judgement, never to an open door). */
-		u32 root = t->root_pid;
-		u64 none = 0;
-		dns_answers.insert(&root, &none);
-		u64 *count = dns_answers.lookup(&root);
-		if (!count)
-			return;
-		e->seq = __sync_fetch_and_add(count, 1) + 1;
-	}
-	emit(e, offsetof(struct dns_event, data) + bounded(e->len, SENSOR_DNS_MAX), EVENT_DNS);
+	if (direction == DNS_ANSWER && policy && (policy->flags & ENFORCE_DNS_NAMES))
+		dns_tail.call(ctx, DNS_TAIL_ANSWER_TO_POLICY);
+	/* Not an answer to judge, or the tail call failed: no address is noted, so a connect to
+	 * one is refused until user space has learned it. */
+	send_dns(e);
 }
 
-/* Has this agent run received an answer user space has not learned from yet? */
-static __always_inline int dns_answer_unlearned(struct tracked_proc *t, struct slot_policy *policy)
+/* Did an answer for an allowed name give this agent run this address, and user space has not
+ * judged that answer yet? */
+static __always_inline int resolved_pending(struct tracked_proc *t, struct slot_policy *policy, const u8 *addr)
 {
 	if (!(policy->flags & ENFORCE_DNS_NAMES))
 		return 0;
-	u32 root = t->root_pid;
-	u64 *answers = dns_answers.lookup(&root);
-	if (!answers)
-		return 0;
-	u64 *learned = dns_learned.lookup(&root);
-	return !learned || *learned < *answers;
+	struct dns_pending_key key = {.root_pid = t->root_pid};
+	__builtin_memcpy(key.addr, addr, 16);
+	return dns_pending.lookup(&key) != NULL;
 }
 
 /* -- queries ---------------------------------------------------------------------------- */
@@ -230,7 +299,7 @@ static __always_inline void trace_send(struct tracked_proc *t, int fd, u64 buf, 
 	struct dns_socket given;
 	struct dns_socket *s = resolver_for_send(fd, uaddr, addrlen, &given);
 	if (s)
-		emit_dns(t, DNS_QUERY, fd, s, buf, len);
+		emit_dns(NULL, t, DNS_QUERY, fd, s, buf, len);
 }
 
 int on_sys_enter_sendto(struct tracepoint__syscalls__sys_enter_sendto *args)
@@ -304,7 +373,7 @@ static __always_inline void start_receive(int fd, u64 buf, u64 cap, u64 from)
 	dns_receives.update(&tid, &r);
 }
 
-static __always_inline void finish_receive(long ret)
+static __always_inline void finish_receive(void *ctx, long ret)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct dns_receive *r = dns_receives.lookup(&tid);
@@ -326,7 +395,7 @@ static __always_inline void finish_receive(long ret)
 			return;
 		s = &sender;
 	}
-	emit_dns(t, DNS_ANSWER, copy.fd, s, copy.buf, (u64)ret < copy.cap ? (u64)ret : copy.cap);
+	emit_dns(ctx, t, DNS_ANSWER, copy.fd, s, copy.buf, (u64)ret < copy.cap ? (u64)ret : copy.cap);
 }
 
 int on_sys_enter_recvfrom(struct tracepoint__syscalls__sys_enter_recvfrom *args)
@@ -338,7 +407,7 @@ int on_sys_enter_recvfrom(struct tracepoint__syscalls__sys_enter_recvfrom *args)
 
 int on_sys_exit_recvfrom(struct tracepoint__syscalls__sys_exit_recvfrom *args)
 {
-	finish_receive(args->ret);
+	finish_receive(args, args->ret);
 	return 0;
 }
 
@@ -351,7 +420,7 @@ int on_sys_enter_read(struct tracepoint__syscalls__sys_enter_read *args)
 
 int on_sys_exit_read(struct tracepoint__syscalls__sys_exit_read *args)
 {
-	finish_receive(args->ret);
+	finish_receive(args, args->ret);
 	return 0;
 }
 
@@ -367,7 +436,7 @@ int on_sys_enter_recvmsg(struct tracepoint__syscalls__sys_enter_recvmsg *args)
 
 int on_sys_exit_recvmsg(struct tracepoint__syscalls__sys_exit_recvmsg *args)
 {
-	finish_receive(args->ret);
+	finish_receive(args, args->ret);
 	return 0;
 }
 

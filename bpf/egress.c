@@ -18,7 +18,7 @@ static __always_inline int refuse_unless_allowed(struct bpf_sock_addr *ctx, u32 
 	if (destination_allowed(t->slot, addr, port))
 		return 1;
 	/* An address a DNS answer may just have given: user space judges it by name. */
-	int deferred = dns_answer_unlearned(t, policy);
+	int deferred = resolved_pending(t, policy, addr);
 	/* Connects were reported by the tracepoint already; a datagram is reported here. */
 	if (call == NET_CALL_SENDMSG) {
 		struct connect_event *e = events.ringbuf_reserve(sizeof(struct connect_event));

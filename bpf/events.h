@@ -91,9 +91,8 @@ enum enforce_flags {
 	ENFORCE_INTERFACES = 8, /* interfaces not in slot_policy.interfaces_allowed */
 	ENFORCE_LISTEN = 16,    /* inet binds matched against allowed_binds */
 	ENFORCE_DNS_NAMES = 32, /* network.connect names hosts: user space adds the addresses DNS answers
-				 * give them to allowed_dests; while an agent run has an answer for an
-				 * allowed name user space has not learned from yet, the kernel leaves
-				 * connects to unknown addresses to user space */
+				 * give them to allowed_dests; until it has, a connect to an address an
+				 * answer for an allowed name just gave (dns_pending) is left to it */
 };
 
 enum tracked_flags {
@@ -191,14 +190,22 @@ struct dns_name_key {
 	__u64 hash;
 };
 
+/* An address an answer for an allowed name gave an agent run (root pid), which user space has not
+ * learned yet: a connect to it is left to user space instead of refused. User space deletes the key
+ * once it has judged the answer. */
+struct dns_pending_key {
+	__u32 root_pid;
+	__u8 addr[16]; /* IPv4 as ::ffff:a.b.c.d */
+};
+
 /* Variable length: only offsetof(data) + len bytes are sent. */
 struct dns_event {
 	struct event_header hdr;
 	__s32 fd;
 	__u32 direction;   /* enum dns_direction */
-	__u64 seq;         /* answers for a name network.connect allows: their number in the agent run
-			    * (user space stores the last one it learned from in dns_learned, key:
-			    * root pid); 0 for anything else */
+	__u32 pending;     /* an answer for a name network.connect allows: how many addresses the kernel
+			    * put in dns_pending for user space to judge; 0 for anything else */
+	__u32 reserved;
 	__u8 peer[16];     /* the resolver's address (IPv4 as ::ffff:a.b.c.d) */
 	__u16 peer_port;
 	__u16 len;         /* bytes captured in data */

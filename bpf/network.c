@@ -52,7 +52,7 @@ static __always_inline u32 enforce_connect(struct tracked_proc *t, struct connec
 	u8 addr[16] = {};
 	if (!sockaddr_ip(e->addr, e->addrlen, addr))
 		return KERNEL_ACTION_NONE; /* unix and others: user space */
-	if (destination_allowed(t->slot, addr, (e->addr[2] << 8) | e->addr[3]) || dns_answer_unlearned(t, policy))
+	if (destination_allowed(t->slot, addr, (e->addr[2] << 8) | e->addr[3]) || resolved_pending(t, policy, addr))
 		return KERNEL_ACTION_NONE;
 	/* The cgroup connect hook (egress.c) refuses this connect too, when it is attached. */
 	return act(t, policy->connect_action);

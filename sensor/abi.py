@@ -182,12 +182,20 @@ class DnsNameKey(ctypes.Structure):
     ]
 
 
+class DnsPendingKey(ctypes.Structure):
+    _fields_ = [
+        ("root_pid", ctypes.c_uint32),
+        ("addr", ctypes.c_uint8 * 16),
+    ]
+
+
 class DnsEvent(ctypes.Structure):
     _fields_ = [
         ("hdr", EventHeader),
         ("fd", ctypes.c_int32),
         ("direction", ctypes.c_uint32),
-        ("seq", ctypes.c_uint64),
+        ("pending", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
         ("peer", ctypes.c_uint8 * 16),
         ("peer_port", ctypes.c_uint16),
         ("len", ctypes.c_uint16),
@@ -283,6 +291,7 @@ STRUCTS = {
     "connect_event": ConnectEvent,
     "dns_event": DnsEvent,
     "dns_name_key": DnsNameKey,
+    "dns_pending_key": DnsPendingKey,
     "file_change_event": FileChangeEvent,
     "interface_event": InterfaceEvent,
     "tracked_proc": TrackedProc,

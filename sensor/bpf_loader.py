@@ -136,6 +136,9 @@ class SensorBPF:
         except Exception as exc:  # bcc raises bare Exception on compile/verifier failure
             raise LoadError(f"compiling or loading {', '.join(PROGRAM_FILES)} in {self.bpf_dir} failed: {exc}. "
                             "Check kernel headers (make kernel-headers) and the bcc output above.") from exc
+        # Before the receive tracepoints: until it is in place, answers note no addresses.
+        self._bpf[b"dns_tail"][ctypes.c_int(0)] = ctypes.c_int(
+            self._bpf.load_func(b"dns_answer_to_policy", BPF.TRACEPOINT).fd)
         for probe in present:
             self._bpf.attach_tracepoint(tp=probe.name.encode(), fn_name=probe.fn_name.encode())
         self.capabilities = [Capability(f"tracepoint {p.name}", p in present,
@@ -252,17 +255,21 @@ class SensorBPF:
         """An address a DNS answer gave an allowed name (kernel_rules.learned_destination)."""
         self._put_destination(b"allowed_dests", slot, dest)
 
-    def dns_learned(self, root_pid: int, seq: int) -> None:
-        """User space has learned from the agent run's answers up to `seq` (bpf/dns.c): the
-        kernel refuses unknown destinations again."""
-        self.bpf[b"dns_learned"][ctypes.c_uint32(root_pid)] = ctypes.c_uint64(seq)
-
-    def forget_dns(self, root_pid: int) -> None:
-        for name in (b"dns_answers", b"dns_learned"):
+    def dns_judged(self, root_pid: int, addresses) -> None:
+        """User space has judged an answer for an allowed name (bpf/dns.c): a connect to one of
+        its addresses (16-byte kernel form) is decided by the kernel's allow-list again."""
+        pending = self.bpf[b"dns_pending"]
+        for address in addresses:
+            key = abi.DnsPendingKey(root_pid=root_pid)
+            _write_field(key, abi.DnsPendingKey.addr, address)
             try:
-                del self.bpf[name][ctypes.c_uint32(root_pid)]
+                del pending[key]
             except KeyError:
                 pass
+
+    def forget_dns(self, root_pid: int) -> None:
+        """The agent run ended: drop what its answers left pending, matches inside other data too."""
+        self.dns_judged(root_pid, [bytes(k.addr) for k in self.bpf[b"dns_pending"].keys() if k.root_pid == root_pid])
 
     def clear_policy(self, slot: int) -> None:
         """Stop enforcing for a slot and drop its rules (switch first, then the rules)."""

@@ -135,7 +135,7 @@ class DnsEvent:
     hdr: Header
     fd: int
     direction: abi.DnsDirection
-    seq: int           # an answer for a name network.connect allows: its number in the agent run, else 0
+    pending: int       # an answer for a name network.connect allows: addresses the kernel left to user space
     peer: ipaddress.IPv4Address | ipaddress.IPv6Address  # the resolver
     peer_port: int
     payload: bytes     # the message as sent or received, cut at abi.DNS_MAX bytes
@@ -278,7 +278,7 @@ def _decode_dns(data: bytes) -> DnsEvent:
     raw = abi.DnsEvent.from_buffer_copy(data[:_DNS_FIXED].ljust(ctypes.sizeof(abi.DnsEvent), b"\0"))
     peer = ipaddress.IPv6Address(bytes(raw.peer))
     return DnsEvent(hdr=_header(raw.hdr), fd=raw.fd, direction=_enum(abi.DnsDirection, raw.direction, "DNS direction"),
-                    seq=raw.seq, peer=peer.ipv4_mapped or peer, peer_port=raw.peer_port,
+                    pending=raw.pending, peer=peer.ipv4_mapped or peer, peer_port=raw.peer_port,
                     payload=data[_DNS_FIXED : _DNS_FIXED + raw.len], total=raw.total)
 
 

@@ -109,6 +109,11 @@ def _as_v6(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> ipaddress.
 V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
+def kernel_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
+    """The 16 bytes the kernel keys an address by (IPv4 as ::ffff:a.b.c.d)."""
+    return _as_v6(ipaddress.ip_network(ip)).network_address.packed
+
+
 def _destinations(entries) -> tuple[DestinationPrefix, ...] | None:
     """One entry per prefix. IPv4 lives in the trie as ::ffff:a.b.c.d; its /96 sentinel is
     always present, so an IPv6 rule such as [::/0] is never the longest match for an IPv4

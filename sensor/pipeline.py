@@ -24,7 +24,7 @@ from .decode import (ConnectEvent, DecodeError, DnsEvent, Event, ExecEvent, Exit
                      InterfaceEvent, OpenEvent, decode)
 from . import dns_names
 from .incidents import Incident, IncidentStore
-from .kernel_rules import KernelPolicy, compile_policy, learned_destination
+from .kernel_rules import KernelPolicy, compile_policy, kernel_address, learned_destination
 from .secret_files import SecretFiles, link_count
 from .processes import AgentInstance, ProcessTable, cgroup_path, start_ticks, user_name
 from .profiles import Profile, ProcessFacts, find_profile
@@ -247,11 +247,11 @@ class Pipeline:
         seen = f"{message.describe()} via {event.resolver}"
         self._remember_text(agent, event, seen)
         log.debug("agent %s pid %d: dns %s%s", agent.id, event.hdr.pid, seen,
-                  f" (answer {event.seq}: connects held for user space)" if event.seq else "")
+                  f" ({event.pending} addresses left to user space)" if event.pending else "")
         if event.direction == abi.DnsDirection.ANSWER and message.question and message.addresses:
             self._learn(agent, event, message)
-        if event.seq:  # learned (or not believed): the kernel refuses unknown addresses again
-            self.bpf.dns_learned(agent.root_pid, event.seq)
+        if event.pending:  # learned (or not believed): the kernel's allow-list decides again
+            self.bpf.dns_judged(agent.root_pid, map(kernel_address, message.addresses))
 
     def _learn(self, agent: AgentInstance, event: DnsEvent, message: dns_names.DnsMessage) -> None:
         profile = agent.profile

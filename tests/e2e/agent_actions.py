@@ -15,10 +15,11 @@ Each ACTION is done in order; then the agent prints "done" and sleeps, so a test
   hold-connection  connect to the allowed port and keep the connection open
   tcp:HOST:PORT    connect to HOST:PORT and send "payload for HOST"
   udp:HOST:PORT    send the same as one UDP datagram (HOST may be a name: the system resolver asks)
-  lookup:MODE:SERVER:NAME:PORT
+  lookup:MODE:SERVER:NAME:PORT[:ADDRESS]
                    ask SERVER for NAME's A record the way resolvers other than glibc's do
                    (MODE sendto: unconnected sendto/recvfrom; write: connected write/read), then
-                   connect to the answer's address and send "payload for NAME"
+                   connect to the answer's address (or straight to ADDRESS, the moment the answer
+                   is in) and send "payload for NAME"
   chdir:DIR        change directory (relative paths that follow resolve against it)
   open:PATH        open PATH for reading, as given (relative, with .. or //, a link, /proc/...)
   rename:A:B / link:A:B / symlink:TARGET:LINK / unlink:P / chmod:P / truncate:P
@@ -99,7 +100,7 @@ CHANGES = {
 }
 
 
-def lookup(mode: str, server: str, name: str, port: int) -> None:
+def lookup(mode: str, server: str, name: str, port: int, address: str | None) -> None:
     query = (struct.pack("!6H", 0x5e17, 0x0100, 1, 0, 0, 0)
              + b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
              + struct.pack("!2H", 1, 1))
@@ -113,7 +114,7 @@ def lookup(mode: str, server: str, name: str, port: int) -> None:
             answer = os.read(s.fileno(), 512)
     if struct.unpack_from("!H", answer, 6)[0] == 0:
         return  # no address
-    address = socket.inet_ntoa(answer[-4:])  # the one A record's data ends the message
+    address = address or socket.inet_ntoa(answer[-4:])  # the one A record's data ends the message
     with socket.create_connection((address, port), timeout=5) as c:
         c.sendall(f"payload for {name}".encode())
 
@@ -153,9 +154,9 @@ def main() -> None:
             except OSError:
                 pass  # a refused call is what the sensor does
         elif action.startswith("lookup:"):
-            _, mode, server, name, dport = action.split(":")
+            _, mode, server, name, dport, *address = action.split(":")
             try:
-                lookup(mode, server, name, int(dport))
+                lookup(mode, server, name, int(dport), address[0] if address else None)
             except OSError:
                 pass  # a refused call is what the sensor does
         elif action.startswith("chdir:"):

@@ -77,3 +77,18 @@ def test_other_resolvers_are_seen_too(daemon_for, network, tmp_path, mode):
     assert attacker.received() == b""
     alert = daemon_for.alerts_for(denied.pid)[0]
     assert alert["event"]["network"]["dns_names"] == ["evil.test"]
+
+
+def test_another_address_the_moment_an_allowed_answer_is_in_is_refused_in_the_kernel(daemon_for, network, tmp_path):
+    """The answer for api.test leaves only api.test's address to user space's judgement until it
+    has learned it: a connect straight to another address, before the daemon can have read the
+    answer, is refused in the kernel all the same."""
+    api, attacker, resolver = network
+    result = run(daemon_for, tmp_path, f"lookup:sendto:{resolver.address}:api.test:{attacker.port}:{attacker.address}")
+    assert result.returncode == -9
+    assert "api.test A" in resolver.questions()
+    assert attacker.received() == b""
+    alert = daemon_for.alerts_for(result.pid)[0]
+    assert alert["rule"]["kind"] == "RULE_KIND_NETWORK_CONNECT"
+    assert alert["event"]["network"]["address"] == attacker.address
+    assert alert["action"]["in_kernel"] is True

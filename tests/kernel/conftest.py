@@ -19,6 +19,7 @@ import itertools
 import os
 import select
 import signal
+import socket
 import time
 import traceback
 from typing import Callable, Iterable
@@ -26,7 +27,10 @@ from typing import Callable, Iterable
 import pytest
 
 from sensor.decode import Event, decode
+from sensor.kernel_rules import compile_policy
+from sensor.profiles import load_profile_file
 
+KILLED = -9  # a child's wait status when SIGKILL ended it
 WAIT_S = 5.0  # upper bound on any wait for an event; reached only when a test is failing
 
 
@@ -40,6 +44,39 @@ def sensor_bpf():
         yield sensor
     finally:
         sensor.close()
+
+
+@pytest.fixture
+def policy(sensor_bpf, tracker, tmp_path):
+    """Install a profile's compiled kernel rules on a fresh slot; removed afterwards."""
+    installed = []
+
+    def install(yaml_text: str) -> int:
+        path = tmp_path / f"p{len(installed)}.yaml"
+        path.write_text(yaml_text)
+        slot = tracker.new_slot()
+        sensor_bpf.set_policy(slot, compile_policy(load_profile_file(path, homes=["/root"])))
+        installed.append(slot)
+        return slot
+
+    yield install
+    for slot in installed:
+        sensor_bpf.clear_policy(slot)
+
+
+def received_bytes(sock: socket.socket) -> int:
+    """Bytes that reached the listener from every connection it got (0 if none came)."""
+    total = 0
+    sock.settimeout(0.5)
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except socket.timeout:
+            return total
+        with conn:
+            conn.settimeout(2)
+            while chunk := conn.recv(65536):
+                total += len(chunk)
 
 
 # -- events --------------------------------------------------------------------------------------

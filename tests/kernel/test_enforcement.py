@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 
 from sensor import abi
-from sensor.kernel_rules import compile_policy
-from sensor.profiles import load_profile_file
 from tests.waiting import gone
 
-KILLED = -9
+from .conftest import KILLED, received_bytes
 
 
 @pytest.fixture
@@ -27,39 +25,6 @@ def listener():
     sock.settimeout(5)
     yield sock
     sock.close()
-
-
-def received_bytes(sock: socket.socket) -> int:
-    """Bytes that reached the listener from every connection it got (0 if none came)."""
-    total = 0
-    sock.settimeout(0.5)
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except socket.timeout:
-            return total
-        with conn:
-            conn.settimeout(2)
-            while chunk := conn.recv(65536):
-                total += len(chunk)
-
-
-@pytest.fixture
-def policy(sensor_bpf, tracker, tmp_path):
-    """Install a profile's compiled kernel rules on a fresh slot; removed afterwards."""
-    installed = []
-
-    def install(yaml_text: str) -> int:
-        path = tmp_path / f"p{len(installed)}.yaml"
-        path.write_text(yaml_text)
-        slot = tracker.new_slot()
-        sensor_bpf.set_policy(slot, compile_policy(load_profile_file(path, homes=["/root"])))
-        installed.append(slot)
-        return slot
-
-    yield install
-    for slot in installed:
-        sensor_bpf.clear_policy(slot)
 
 
 @pytest.fixture
