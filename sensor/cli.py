@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -254,6 +255,81 @@ _incident_command("release", "Thaw the agent, restore its network and cgroups.",
                   lambda client, i: client.release_incident(i))
 _incident_command("kill", "End the quarantined agent's whole process tree.",
                   lambda client, i: client.kill_incident(i))
+
+
+@main.group()
+def scenario() -> None:
+    """Attack stories replayed as tracked agents (sensor/scenarios/catalogue)."""
+
+
+scenario_dir_option = click.option(
+    "--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+    help="Scenario folder  [default: the shipped catalogue]")
+workdir_option = click.option(
+    "--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Where scenario workspaces live; profiles name paths under it  [default: /var/tmp/agent-sensor-scenarios]")
+
+
+def _scenarios(directory, workdir):
+    from .scenarios.spec import CATALOGUE, DEFAULT_WORKDIR, ScenarioError, catalogue
+    try:
+        return catalogue(directory or CATALOGUE, workdir or DEFAULT_WORKDIR)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc))
+
+
+@scenario.command(name="list")
+@scenario_dir_option
+def scenario_list(directory) -> None:
+    """Every scenario: name and title."""
+    for s in _scenarios(directory, None):
+        click.echo(f"{s.name:<28} {s.title}")
+
+
+@scenario.command(name="profiles")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write the rendered profiles to (created).")
+@scenario_dir_option
+@workdir_option
+def scenario_profiles(out, directory, workdir) -> None:
+    """Write every scenario's profiles, for a daemon started separately (`run --profiles OUT`)."""
+    from .scenarios.setup import write_profiles
+    for path in write_profiles(_scenarios(directory, workdir), out):
+        click.echo(path)
+
+
+@scenario.command(name="run")
+@click.argument("names", nargs=-1)
+@click.option("--all", "run_all", is_flag=True, help="Run every scenario.")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write JUnit XML here.")
+@click.option("--server", default=None, envvar="AGENT_SENSOR_SERVER",
+              help="A running daemon with the scenario profiles loaded  [default: start one for the run]")
+@click.option("-v", "--verbose", is_flag=True, help="Print every scenario's steps and alerts.")
+@scenario_dir_option
+@workdir_option
+def scenario_run(names, run_all, junit, server, verbose, directory, workdir) -> None:
+    """Run scenarios NAMES (or --all) and print a pass/fail table; exit 1 if any failed."""
+    from .scenarios import report
+    from .scenarios.setup import run_scenarios
+    from .scenarios.spec import DEFAULT_WORKDIR
+    scenarios = _scenarios(directory, workdir)
+    known = {s.name: s for s in scenarios}
+    if run_all == bool(names):
+        raise click.UsageError("give scenario names or --all (see `agent-sensor scenario list`)")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise click.UsageError(f"unknown scenario {', '.join(unknown)}; known: {', '.join(known)}")
+    chosen = scenarios if run_all else [known[n] for n in names]
+    try:
+        results = run_scenarios(chosen, scenarios, server, workdir or DEFAULT_WORKDIR,
+                                progress=lambda r: click.echo(report.details(r) if verbose else
+                                                              f"{r.scenario.name}: {'pass' if r.passed else 'FAIL'}"))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(report.table(results))
+    if junit:
+        report.junit(results, junit)
+    sys.exit(0 if all(r.passed for r in results) else 1)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,9 @@ Waits are bounded by deadlines, never asserted as timings."""
 
 from __future__ import annotations
 
-import ctypes
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +14,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-CLI = str(Path(sys.executable).with_name("agent-sensor"))
+from sensor.scenarios import own_daemon
+from sensor.scenarios.hosts import private_resolv_conf
+
+CLI = own_daemon.CLI
 SYSTEM_PYTHON = "/usr/bin/python3"
 HERE = Path(__file__).resolve().parent
-READY_DEADLINE_S = 60
 ALERT_DEADLINE_S = 10
 
 
@@ -76,7 +75,7 @@ class Daemon:
             [CLI, "exec", "--server", self.server, "--profile", profile, "--",
              SYSTEM_PYTHON, str(self.workspace / "agent_actions.py"), str(self.workspace), str(self.port), *actions],
             cwd=self.workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=(lambda: _use_resolv_conf(resolv_conf)) if resolv_conf else None)
+            preexec_fn=(lambda: private_resolv_conf(resolv_conf)) if resolv_conf else None)
 
     def run_agent(self, profile: str, *actions: str, timeout: float = 30,
                   resolv_conf: Path | None = None) -> subprocess.CompletedProcess:
@@ -87,49 +86,23 @@ class Daemon:
         return result
 
 
-def _use_resolv_conf(path: Path) -> None:
-    """In the child before exec: a private mount namespace with `path` over /etc/resolv.conf."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    clone_newns, ms_rec, ms_private, ms_bind = 0x20000, 0x4000, 0x40000, 0x1000
-    if (libc.unshare(clone_newns) != 0
-            or libc.mount(None, b"/", None, ms_rec | ms_private, None) != 0
-            or libc.mount(bytes(path), b"/etc/resolv.conf", None, ms_bind, None) != 0):
-        raise OSError(ctypes.get_errno(), "mount namespace for the test resolver")
-
-
-def wait_ready(server: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + READY_DEADLINE_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"daemon exited with {proc.returncode}:\n{log.read_text()}")
-        r = subprocess.run([CLI, "status", "--json", "--server", server], capture_output=True)
-        if r.returncode == 0:
-            return
-        time.sleep(0.2)
-    pytest.fail(f"daemon not ready after {READY_DEADLINE_S}s:\n{log.read_text()}")
-
-
 def start_daemon(tmp: Path, profiles_dir: Path, *extra: str) -> tuple[subprocess.Popen, str, Path]:
-    server = f"unix://{tmp}/run/sensor.sock"
-    log = tmp / "daemon.log"
-    proc = subprocess.Popen([CLI, "run", "-v", "--profiles", str(profiles_dir), "--listen", server, *extra],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    wait_ready(server, proc, log)
-    return proc, server, log
+    try:
+        return own_daemon.start_daemon(tmp, profiles_dir, *extra)
+    except own_daemon.DaemonError as exc:
+        pytest.fail(str(exc))
 
 
 def stop_daemon(proc: subprocess.Popen, log: Path) -> int:
-    proc.send_signal(signal.SIGTERM)
     try:
-        return proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail(f"daemon did not stop on SIGTERM:\n{log.read_text()}")
+        return own_daemon.stop_daemon(proc, log)
+    except own_daemon.DaemonError as exc:
+        pytest.fail(str(exc))
 
 
 def host_network_daemon(tmp: Path, network_yaml: str, port: int):
     """A daemon with one kill profile, e2e-hosts, for agents talking to test hosts
-    (tests/hosts.py): network_yaml is its `network:` section, with {workspace} filled in.
+    (sensor/scenarios/hosts.py): network_yaml is its `network:` section, with {workspace} filled in.
     A generator: yields the Daemon, then stops it."""
     workspace = tmp / "workspace"
     workspace.mkdir()

@@ -1,5 +1,5 @@
 """Destinations by name: the profile allows `api.test` and `*.corp.test`; a DNS server in its
-own network namespace (tests/hosts.py) answers the agent's resolver. A connect is judged by the
+own network namespace (sensor/scenarios/hosts.py) answers the agent's resolver. A connect is judged by the
 name its address was resolved from, whichever way the agent resolves it, and a name the profile
 does not list is refused in the kernel even though the agent resolved it itself."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hosts import HostNetwork
+from sensor.scenarios.hosts import HostNetwork
 
 from .conftest import Daemon, host_network_daemon
 

@@ -1,12 +1,12 @@
 """Egress across real hosts: an 'allowed API' and an 'attacker' in their own network namespaces
-(tests/hosts.py). The agent may talk to the API; whatever it tries towards the attacker, by TCP
+(sensor/scenarios/hosts.py). The agent may talk to the API; whatever it tries towards the attacker, by TCP
 or UDP, the attacker receives nothing."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.hosts import HostNetwork
+from sensor.scenarios.hosts import HostNetwork
 
 from .conftest import host_network_daemon
 

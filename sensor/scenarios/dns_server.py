@@ -1,4 +1,4 @@
-"""A DNS server for tests, run inside a test host's network namespace (tests/hosts.py):
+"""A DNS server for scenarios and tests, run inside a test host's network namespace (hosts.py):
 answers A queries for the names it is given, NXDOMAIN for anything else, over UDP, and appends
 each question to a log so tests can see what was asked.
 

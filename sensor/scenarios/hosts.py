@@ -1,10 +1,12 @@
-"""Test hosts on this machine: network namespaces joined to the host by veth pairs (pyroute2),
-each with its own address and a sink that records every byte reaching it over TCP or UDP, and
-optionally a DNS server (tests/dns_server.py) on port 53. Addresses are those of these
-namespaces only; no traffic goes anywhere else."""
+"""Test hosts on this machine, for scenarios and the end-to-end tests: network namespaces joined
+to the host by veth pairs (pyroute2), each with its own address and a sink that records every
+byte reaching it over TCP or UDP, and optionally a DNS server (dns_server.py) on port 53 and an
+HTTP server for a directory on port 80. Host n (in the order added) is 10.77.n.2, so scenario
+profiles can name hosts before they exist. No traffic goes anywhere else."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -46,12 +48,32 @@ class Host:
     veth: str        # host-side interface
     dns: subprocess.Popen | None = None  # DNS server on address:53
     dns_log: Path | None = None          # one line per question it was asked: "name TYPE"
+    http: subprocess.Popen | None = None  # HTTP server for a directory on address:HTTP_PORT
 
     def questions(self) -> list[str]:
         return self.dns_log.read_text().splitlines() if self.dns_log and self.dns_log.exists() else []
 
     def received(self) -> bytes:
         return self.received_file.read_bytes() if self.received_file.exists() else b""
+
+
+HTTP_PORT = 80
+
+
+def host_address(n: int) -> str:
+    """The address of the n-th host (from 1) of a HostNetwork."""
+    return f"10.77.{n}.2"
+
+
+def private_resolv_conf(path: Path) -> None:
+    """In a child before exec: a private mount namespace with `path` over /etc/resolv.conf, so
+    its resolver asks a test DNS server and nothing else on the machine changes."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newns, ms_rec, ms_private, ms_bind = 0x20000, 0x4000, 0x40000, 0x1000
+    if (libc.unshare(clone_newns) != 0
+            or libc.mount(None, b"/", None, ms_rec | ms_private, None) != 0
+            or libc.mount(bytes(path), b"/etc/resolv.conf", None, ms_bind, None) != 0):
+        raise OSError(ctypes.get_errno(), "mount namespace for the test resolver")
 
 
 class HostNetwork:
@@ -63,11 +85,12 @@ class HostNetwork:
         self.hosts: list[Host] = []
         self._tag = f"as{os.getpid() % 10000}"
 
-    def add_host(self, role: str, dns_zone: dict[str, str] | None = None) -> Host:
-        """A host; with dns_zone (name -> IPv4 address) it also answers DNS queries for those names."""
+    def add_host(self, role: str, dns_zone: dict[str, str] | None = None, http_dir: Path | None = None) -> Host:
+        """A host; with dns_zone (name -> IPv4 address) it also answers DNS queries for those
+        names, with http_dir it serves that directory over HTTP."""
         n = len(self.hosts) + 1
         ns, veth, peer = f"{self._tag}-{role}", f"{self._tag}h{n}", f"{self._tag}p{n}"
-        host_ip, ns_ip = f"10.77.{n}.1", f"10.77.{n}.2"
+        host_ip, ns_ip = f"10.77.{n}.1", host_address(n)
         netns.create(ns)
         with IPRoute() as ipr:
             ipr.link("add", ifname=veth, kind="veth", peer={"ifname": peer, "net_ns_fd": ns})
@@ -92,6 +115,12 @@ class HostNetwork:
                  str(host.dns_log), *(f"{name}={ip}" for name, ip in dns_zone.items())],
                 stdout=subprocess.PIPE, text=True)
             assert host.dns.stdout.readline().strip() == "ready", f"DNS server in {ns} did not start"
+        if http_dir is not None:
+            host.http = subprocess.Popen(
+                ["ip", "netns", "exec", ns, sys.executable, "-m", "http.server", str(HTTP_PORT), "--bind", ns_ip,
+                 "--directory", str(http_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            # It says "Serving HTTP on ..." once it listens.
+            assert "Serving HTTP" in host.http.stdout.readline(), f"HTTP server in {ns} did not start"
         return host
 
     def __enter__(self) -> HostNetwork:
@@ -99,7 +128,7 @@ class HostNetwork:
 
     def __exit__(self, *exc) -> None:
         for host in self.hosts:
-            for server in filter(None, (host.sink, host.dns)):
+            for server in filter(None, (host.sink, host.dns, host.http)):
                 server.kill()
                 server.wait()
                 server.stdout.close()
