@@ -31,6 +31,7 @@ enum event_type {
 	EVENT_FILE_CHANGE = 6, /* a tracked process entered rename/unlink/chmod/chown/truncate/link/symlink */
 	EVENT_INTERFACE = 7,   /* a tracked process used an interface that bypasses the traced syscalls */
 	EVENT_DNS = 8,         /* a tracked process sent or received a message on a socket it pointed at port 53 */
+	EVENT_CWD = 9,         /* a tracked process changed its working directory (chdir/fchdir succeeded) */
 	EVENT_TYPE_MAX = 16,
 };
 
@@ -150,6 +151,17 @@ struct open_event {
 	__u16 syscall;  /* enum open_syscall */
 	__u16 path_len; /* bytes read including the NUL */
 	__u32 info;     /* enum open_info */
+	char path[SENSOR_PATH_MAX];
+};
+
+/* Variable length: only offsetof(path) + path_len bytes are sent. User space follows each
+ * process's cwd through these, in event order: a relative name is resolved against the cwd the
+ * process had when it used the name, not the one /proc shows later (or not at all, once it is gone). */
+struct cwd_event {
+	struct event_header hdr;
+	__s32 fd;       /* fchdir: the directory fd; chdir: AT_FDCWD (path relative to the old cwd) */
+	__u16 path_len; /* bytes read including the NUL; 0 for fchdir */
+	__u16 reserved;
 	char path[SENSOR_PATH_MAX];
 };
 

@@ -140,3 +140,59 @@ int on_sys_exit_creat(struct tracepoint__syscalls__sys_exit_creat *args)
 	return retry_open();
 }
 #endif
+
+/* -- working directory ------------------------------------------------------------------ */
+
+static __always_inline int start_cwd_change(u64 filename, int fd)
+{
+	if (!current_tracked())
+		return 0;
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct cwd_call call = {.filename = filename, .fd = fd};
+	cwd_calls.update(&tid, &call);
+	return 0;
+}
+
+/* The name is read again at exit (it is still in the caller's memory): a failed change is
+ * never reported, so user space's idea of the cwd follows the kernel's. */
+static __always_inline int finish_cwd_change(long ret)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct cwd_call *call = cwd_calls.lookup(&tid);
+	if (!call)
+		return 0;
+	struct cwd_call copy = *call;
+	cwd_calls.delete(&tid);
+	u32 zero = 0;
+	struct tracked_proc *t = current_tracked();
+	struct cwd_event *e = cwd_scratch.lookup(&zero);
+	if (ret != 0 || !t || !e)
+		return 0;
+	fill_header(&e->hdr, EVENT_CWD, t->slot);
+	e->fd = copy.fd;
+	e->reserved = 0;
+	long n = copy.filename ? bpf_probe_read_user_str(e->path, sizeof(e->path), (void *)copy.filename) : 0;
+	e->path_len = n > 0 ? n : 0;
+	emit(e, bounded(offsetof(struct cwd_event, path) + e->path_len, sizeof(*e)), EVENT_CWD);
+	return 0;
+}
+
+int on_sys_enter_chdir(struct tracepoint__syscalls__sys_enter_chdir *args)
+{
+	return start_cwd_change((u64)args->filename, AT_FDCWD);
+}
+
+int on_sys_exit_chdir(struct tracepoint__syscalls__sys_exit_chdir *args)
+{
+	return finish_cwd_change(args->ret);
+}
+
+int on_sys_enter_fchdir(struct tracepoint__syscalls__sys_enter_fchdir *args)
+{
+	return start_cwd_change(0, args->fd);
+}
+
+int on_sys_exit_fchdir(struct tracepoint__syscalls__sys_exit_fchdir *args)
+{
+	return finish_cwd_change(args->ret);
+}

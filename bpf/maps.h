@@ -39,9 +39,18 @@ struct open_retry {
 };
 BPF_TABLE("lru_hash", u32, struct open_retry, open_retries, 1024);
 
+/* A chdir/fchdir in progress, by thread id: reported at exit, only if it succeeded. */
+struct cwd_call {
+	u64 filename; /* user pointer; 0 for fchdir */
+	s32 fd;
+	u32 reserved;
+};
+BPF_TABLE("lru_hash", u32, struct cwd_call, cwd_calls, 1024);
+
 /* Events are built here, not on the 512-byte BPF stack. */
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_event, 1);
 BPF_PERCPU_ARRAY(open_scratch, struct open_event, 1);
+BPF_PERCPU_ARRAY(cwd_scratch, struct cwd_event, 1);
 BPF_PERCPU_ARRAY(path_key_scratch, struct path_lpm_key, 1);
 BPF_PERCPU_ARRAY(change_scratch, struct file_change_event, 1);
 

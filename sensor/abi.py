@@ -30,6 +30,7 @@ class EventType(enum.IntEnum):
     FILE_CHANGE = 6
     INTERFACE = 7
     DNS = 8
+    CWD = 9
 
 
 class OpenSyscall(enum.IntEnum):
@@ -131,6 +132,16 @@ class ForkEvent(ctypes.Structure):
 
 class ExitEvent(ctypes.Structure):
     _fields_ = [("hdr", EventHeader)]
+
+
+class CwdEvent(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("fd", ctypes.c_int32),
+        ("path_len", ctypes.c_uint16),
+        ("reserved", ctypes.c_uint16),
+        ("path", ctypes.c_char * PATH_MAX),
+    ]
 
 
 class OpenEvent(ctypes.Structure):
@@ -288,6 +299,7 @@ STRUCTS = {
     "fork_event": ForkEvent,
     "exit_event": ExitEvent,
     "open_event": OpenEvent,
+    "cwd_event": CwdEvent,
     "connect_event": ConnectEvent,
     "dns_event": DnsEvent,
     "dns_name_key": DnsNameKey,

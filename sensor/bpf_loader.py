@@ -72,6 +72,9 @@ PROBES = (
     TracepointProbe("syscalls", "sys_exit_open", False),
     TracepointProbe("syscalls", "sys_enter_creat", False),
     TracepointProbe("syscalls", "sys_exit_creat", False),
+    # The working directory, so relative names resolve as the process meant them (files.c).
+    *(TracepointProbe("syscalls", f"sys_{half}_{name}", True) for name in ("chdir", "fchdir")
+      for half in ("enter", "exit")),
     TracepointProbe("syscalls", "sys_enter_connect", True),
     TracepointProbe("syscalls", "sys_enter_bind", True),
     TracepointProbe("syscalls", "sys_enter_listen", True),

@@ -82,6 +82,15 @@ class OpenEvent:
 
 
 @dataclass(frozen=True)
+class CwdEvent:
+    """A successful chdir (path, relative to the old cwd) or fchdir (fd, path empty)."""
+    hdr: Header
+    fd: int
+    path: str
+    kind: str = field(default="cwd", init=False)
+
+
+@dataclass(frozen=True)
 class ConnectEvent:
     hdr: Header
     fd: int
@@ -147,7 +156,7 @@ class DnsEvent:
         return endpoint(self.peer, self.peer_port)
 
 
-Event = ExecEvent | ForkEvent | ExitEvent | OpenEvent | ConnectEvent | FileChangeEvent | InterfaceEvent | DnsEvent
+Event = ExecEvent | ForkEvent | ExitEvent | OpenEvent | ConnectEvent | FileChangeEvent | InterfaceEvent | DnsEvent | CwdEvent
 
 
 def _text(raw: bytes) -> str:
@@ -204,20 +213,28 @@ def _decode_exit(data: bytes) -> ExitEvent:
     return ExitEvent(hdr=_header(_fixed(abi.ExitEvent, data).hdr))
 
 
-_OPEN_FIXED = abi.OpenEvent.path.offset
+def _with_path(struct, name: str, data: bytes):
+    """A variable-length event (the kernel sends only the path bytes it read): the fixed part
+    and the path's bytes."""
+    fixed = struct.path.offset
+    if len(data) < fixed:
+        raise DecodeError(f"{name}: {len(data)} bytes, need at least {fixed}")
+    raw = struct.from_buffer_copy(data[:fixed].ljust(ctypes.sizeof(struct), b"\0"))
+    return raw, data[fixed : fixed + raw.path_len]
 
 
 def _decode_open(data: bytes) -> OpenEvent:
-    # Variable length: the kernel sends only the bytes of the path it read.
-    if len(data) < _OPEN_FIXED:
-        raise DecodeError(f"open_event: {len(data)} bytes, need at least {_OPEN_FIXED}")
-    raw = abi.OpenEvent.from_buffer_copy(data[:_OPEN_FIXED].ljust(ctypes.sizeof(abi.OpenEvent), b"\0"))
-    path_bytes = data[_OPEN_FIXED : _OPEN_FIXED + raw.path_len]
+    raw, path_bytes = _with_path(abi.OpenEvent, "open_event", data)
     syscall = _enum(abi.OpenSyscall, raw.syscall, "open syscall")
     return OpenEvent(
         hdr=_header(raw.hdr), dirfd=raw.dirfd, flags=raw.flags, mode=raw.mode, syscall=syscall,
         path=_text(path_bytes), truncated=bool(raw.info & abi.OpenInfo.PATH_TRUNCATED),
     )
+
+
+def _decode_cwd(data: bytes) -> CwdEvent:
+    raw, path_bytes = _with_path(abi.CwdEvent, "cwd_event", data)
+    return CwdEvent(hdr=_header(raw.hdr), fd=raw.fd, path=_text(path_bytes))
 
 
 def endpoint(address, port) -> str:
@@ -287,6 +304,7 @@ _DECODERS = {
     abi.EventType.FORK: _decode_fork,
     abi.EventType.EXIT: _decode_exit,
     abi.EventType.OPEN: _decode_open,
+    abi.EventType.CWD: _decode_cwd,
     abi.EventType.CONNECT: _decode_connect,
     abi.EventType.FILE_CHANGE: _decode_change,
     abi.EventType.INTERFACE: _decode_interface,

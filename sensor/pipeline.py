@@ -20,7 +20,7 @@ import psutil
 from . import enforce
 from .alerts import AlertBus, build_alert, complete_action, log_line
 from .correlate import Target, decide
-from .decode import (ConnectEvent, DecodeError, DnsEvent, Event, ExecEvent, ExitEvent, FileChangeEvent, ForkEvent,
+from .decode import (ConnectEvent, CwdEvent, DecodeError, DnsEvent, Event, ExecEvent, ExitEvent, FileChangeEvent, ForkEvent,
                      InterfaceEvent, OpenEvent, decode)
 from . import dns_names
 from .incidents import Incident, IncidentStore
@@ -201,6 +201,8 @@ class Pipeline:
             self._on_exec(event)
         elif isinstance(event, ForkEvent):
             self.table.on_fork(event)
+        elif isinstance(event, CwdEvent):
+            self.table.on_cwd(event)
         elif isinstance(event, ExitEvent):
             self._on_exit(event)
         elif isinstance(event, DnsEvent):

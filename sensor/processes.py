@@ -13,7 +13,7 @@ import psutil
 
 from .correlate import Target
 from .abi import FileOp
-from .decode import AT_FDCWD, ExecEvent, FileChangeEvent, ForkEvent
+from .decode import AT_FDCWD, CwdEvent, ExecEvent, FileChangeEvent, ForkEvent
 from .profiles import Profile, ProcessFacts
 from .secret_files import file_id
 
@@ -42,7 +42,7 @@ class ProcessInfo:
     cmdline: tuple[str, ...]
     uid: int | None
     start_ticks: int | None     # /proc/<pid>/stat starttime: tells a process from a reused pid
-    cwd: str | None = None      # last cwd seen, for relative paths of a process already gone
+    cwd: str | None = None      # followed through fork and chdir events; None: ask /proc
     agent: AgentInstance | None = None
     exited: bool = False
     children: set[int] = field(default_factory=set)
@@ -147,12 +147,24 @@ class ProcessTable:
     # -- events ----------------------------------------------------------------------------
     def on_fork(self, event: ForkEvent) -> ProcessInfo:
         parent = self.lookup(event.parent_pid)
+        # The parent's cwd as of the fork, not the child's as /proc shows it later (it may have moved on).
         child = ProcessInfo(pid=event.child_pid, ppid=parent.pid, exe=parent.exe, cmdline=parent.cmdline,
                             uid=event.hdr.uid, start_ticks=start_ticks(event.child_pid),
-                            cwd=_readlink(f"/proc/{event.child_pid}/cwd") or parent.cwd, agent=parent.agent)
+                            cwd=parent.cwd or _readlink(f"/proc/{event.child_pid}/cwd"), agent=parent.agent)
         parent.children.add(child.pid)
         self._add_live(child)
         return child
+
+    def on_cwd(self, event: CwdEvent) -> ProcessInfo:
+        """A successful chdir/fchdir: the new cwd, resolved as the kernel did (symlinks followed).
+        An fchdir whose fd is gone leaves the cwd unknown: /proc is asked at the next use."""
+        info = self.lookup(event.hdr.pid)
+        if event.path:
+            target = self.resolve(event.hdr.pid, event.path)
+            info.cwd = target.canonical if target.resolved else None
+        else:
+            info.cwd = _readlink(f"/proc/{info.pid}/fd/{event.fd}")
+        return info
 
     def on_exec(self, event: ExecEvent) -> ProcessInfo:
         info = self.lookup(event.hdr.pid)
@@ -188,12 +200,13 @@ class ProcessTable:
         operations on the name itself (unlink, rename, link): a final symlink is not followed."""
         resolved = True
         if not path.startswith("/"):
-            base = _readlink(f"/proc/{pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{pid}/fd/{dirfd}")
             info = self.get(pid)
-            if base is not None and dirfd == AT_FDCWD and info is not None:
-                info.cwd = base
-            if base is None and dirfd == AT_FDCWD and info is not None and info.cwd:
-                base = info.cwd  # the process is gone: its last known cwd is the best guess
+            if dirfd == AT_FDCWD and info is not None and info.cwd:
+                base = info.cwd  # as of this event: /proc shows the cwd of now
+            else:
+                base = _readlink(f"/proc/{pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{pid}/fd/{dirfd}")
+                if base is not None and dirfd == AT_FDCWD and info is not None:
+                    info.cwd = base
             if base is None:
                 return Target(path, path, resolved=False)
             path = os.path.join(base, path)

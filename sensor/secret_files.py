@@ -37,11 +37,12 @@ def link_count(path: str) -> int:
         return 1
 
 
-def secret_file_ids(profile: Profile) -> dict[FileId, str]:
-    """(device, inode) of every existing file a secret glob covers -> the glob's text. Globs whose
-    literal base is `/` (such as `/**/.env`) would mean walking the whole filesystem: they are
-    matched by name only."""
+def secret_file_ids(profile: Profile, found_at: dict[FileId, str] | None = None) -> dict[FileId, str]:
+    """(device, inode) of every existing file a secret glob covers -> the glob's text (and, in
+    found_at, the path it was found at). Globs whose literal base is `/` (such as `/**/.env`)
+    would mean walking the whole filesystem: they are matched by name only."""
     ids: dict[FileId, str] = {}
+    found_at = {} if found_at is None else found_at
     for glob in profile.secrets:
         for pattern in glob.expanded:
             base = _literal_base(pattern)
@@ -51,6 +52,7 @@ def secret_file_ids(profile: Profile) -> dict[FileId, str]:
                 found = file_id(pattern)
                 if found:
                     ids.setdefault(found, glob.text)
+                    found_at.setdefault(found, pattern)
                 continue
             seen = 0
             for root, dirs, files in os.walk(base):
@@ -58,6 +60,7 @@ def secret_file_ids(profile: Profile) -> dict[FileId, str]:
                     path = os.path.join(root, name)
                     if glob.matches(path) and (found := file_id(path)):
                         ids.setdefault(found, glob.text)
+                        found_at.setdefault(found, path)
                     seen += 1
                 if seen > MAX_FILES_PER_GLOB:
                     break
@@ -69,23 +72,29 @@ LINK_REFRESH_GAP_S = 1.0  # hardlink-heavy trees (pnpm stores) must not cause a 
 
 
 class SecretFiles:
-    """Per profile, the identities of its secret files, kept fresh: re-read every REFRESH_S, and at
-    once when a file with several names (st_nlink > 1) is not known: it may be a new hard link."""
+    """Per profile, the identities of its secret files, kept fresh: re-read every REFRESH_S, at
+    once when a file with several names (st_nlink > 1) is not known (it may be a new hard link),
+    and at once when an opened file has a known identity that its secret no longer has (the
+    secret was deleted and the inode number reused: not the secret at all)."""
 
     def __init__(self, profiles: list[Profile], clock=time.monotonic):
         self._profiles = {p.name: p for p in profiles}
         self._clock = clock
         self._ids: dict[str, dict[FileId, str]] = {}
+        self._found_at: dict[str, dict[FileId, str]] = {}
         self._read_at = 0.0
         self.refresh()
 
     def refresh(self) -> None:
-        self._ids = {name: secret_file_ids(p) for name, p in self._profiles.items()}
+        self._found_at = {name: {} for name in self._profiles}
+        self._ids = {name: secret_file_ids(p, self._found_at[name]) for name, p in self._profiles.items()}
         self._read_at = self._clock()
 
     def of(self, profile: str, opened: FileId | None = None, links: int = 1) -> dict[FileId, str]:
         age = self._clock() - self._read_at
-        unknown_link = opened is not None and links > 1 and opened not in self._ids.get(profile, {})
-        if age > REFRESH_S or (unknown_link and age > LINK_REFRESH_GAP_S):
+        known = self._ids.get(profile, {})
+        unknown_link = opened is not None and links > 1 and opened not in known
+        stale = opened in known and file_id(self._found_at[profile][opened]) != opened
+        if age > REFRESH_S or stale or (unknown_link and age > LINK_REFRESH_GAP_S):
             self.refresh()
         return self._ids.get(profile, {})

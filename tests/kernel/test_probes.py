@@ -272,6 +272,26 @@ def test_relative_path_with_dirfd(spawn, tracker, events, tmp_path):
     assert ev.dirfd == dirfd and ev.syscall == abi.OpenSyscall.OPENAT
 
 
+def test_successful_chdir_and_fchdir_are_reported_in_order(spawn, tracker, events, tmp_path):
+    (tmp_path / "sub").mkdir()
+
+    def moves(ch):
+        os.chdir(tmp_path)
+        try:
+            os.chdir("missing")  # fails: the cwd does not change, nothing is reported
+        except OSError:
+            pass
+        os.chdir("sub")
+        fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+        os.fchdir(fd)
+        ch.send(str(fd).encode())
+
+    child, _, evs = run_tracked(spawn, tracker, events, moves)
+    fd = child.recv_int()
+    cwd = [(e.fd, e.path) for e in evs if e.kind == "cwd"]
+    assert cwd == [(AT_FDCWD, str(tmp_path)), (AT_FDCWD, "sub"), (fd, "")]
+
+
 def test_path_longer_than_path_max_is_truncated(spawn, tracker, events):
     path = "/" + "L" * 5000  # the kernel refuses it (ENAMETOOLONG) after the probe saw it
     _, _, evs = run_tracked(spawn, tracker, events, lambda ch: try_open(path))

@@ -12,7 +12,7 @@ import pytest
 
 import sensor.processes as processes_mod
 from sensor.correlate import Target
-from sensor.decode import AT_FDCWD, ForkEvent, Header
+from sensor.decode import AT_FDCWD, CwdEvent, ForkEvent, Header
 from sensor.processes import ProcessTable, start_ticks
 
 PYTHON = sys.executable
@@ -147,12 +147,42 @@ def test_exited_process_falls_back_to_last_cwd(base, sleeper):
     assert table.resolve(sleeper.pid, "f.txt", 3).resolved is False
 
 
-def test_resolve_refreshes_the_known_cwd(base, sleeper):
+def test_the_cwd_followed_by_events_wins_over_proc(base, sleeper):
+    """Events are handled after the fact: /proc shows the cwd of now, the events the cwd the
+    process had when it named the file (git -C DIR chdirs, opens, exits before we look)."""
+    (base / "repo").mkdir()
     table = ProcessTable()
-    info = table.lookup(sleeper.pid)
-    info.cwd = "/stale"
-    table.resolve(sleeper.pid, "x")
-    assert info.cwd == str(base / "work")
+    table.lookup(sleeper.pid)
+    table.on_cwd(CwdEvent(hdr=hdr(sleeper.pid), fd=AT_FDCWD, path="../repo"))
+    assert table.get(sleeper.pid).cwd == str(base / "repo")  # relative to the old cwd, work/
+    assert table.resolve(sleeper.pid, ".git/config").literal == str(base / "repo/.git/config")
+
+
+def test_a_chdir_through_a_symlink_lands_where_the_kernel_does(base, sleeper):
+    (base / "real").mkdir()
+    (base / "link").symlink_to(base / "real")
+    table = ProcessTable()
+    table.lookup(sleeper.pid)
+    table.on_cwd(CwdEvent(hdr=hdr(sleeper.pid), fd=AT_FDCWD, path=str(base / "link")))
+    assert table.get(sleeper.pid).cwd == str(base / "real")
+
+
+def test_fchdir_takes_the_directory_of_the_fd_or_leaves_the_cwd_to_proc(base, sleeper):
+    table = ProcessTable()
+    table.lookup(sleeper.pid)
+    table.on_cwd(CwdEvent(hdr=hdr(sleeper.pid), fd=0, path=""))  # the sleeper's stdin is no directory here
+    assert table.get(sleeper.pid).cwd == os.readlink(f"/proc/{sleeper.pid}/fd/0")
+    table.on_cwd(CwdEvent(hdr=hdr(sleeper.pid), fd=987, path=""))  # no such fd: unknown
+    assert table.get(sleeper.pid).cwd is None
+    assert table.resolve(sleeper.pid, "x").literal == str(base / "work/x")  # asked /proc instead
+
+
+def test_a_child_starts_in_its_parents_cwd_as_of_the_fork(base, sleeper):
+    table = ProcessTable()
+    parent = table.lookup(os.getpid())
+    parent.cwd = str(base)
+    child = table.on_fork(ForkEvent(hdr=hdr(os.getpid()), child_pid=sleeper.pid, parent_pid=os.getpid()))
+    assert child.cwd == str(base)  # not the child's /proc cwd (work/), which it may have moved to since
 
 
 # --- start ticks -----------------------------------------------------------------------------
@@ -250,7 +280,7 @@ def test_on_fork(base, sleeper):
     assert child.exe == parent.exe and child.cmdline == parent.cmdline  # until the child execs
     assert child.uid == os.getuid()
     assert child.start_ticks == start_ticks(sleeper.pid) is not None
-    assert child.cwd == str(base / "work")
+    assert child.cwd == parent.cwd  # as of the fork (see test_a_child_starts_in_its_parents_cwd_as_of_the_fork)
     assert child.agent is parent.agent
     assert sleeper.pid in parent.children
     assert table.get(sleeper.pid) is child and not child.exited

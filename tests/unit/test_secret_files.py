@@ -37,3 +37,16 @@ def test_refresh_after_the_interval_or_on_an_unknown_hard_link(tmp_path):
     later = file_id(str(tmp_path / "vault" / "later"))
     now[0] += REFRESH_S + 1
     assert later in files.of("s")
+
+
+def test_a_reused_inode_number_is_not_the_secret(tmp_path):
+    """A secret deleted and its inode number given to a new file: the identity is stale, and the
+    new file is judged by a fresh read, not mistaken for the secret."""
+    (tmp_path / "vault").mkdir()
+    (tmp_path / "vault" / "key").write_text("k")
+    files = SecretFiles([profile(tmp_path)], clock=lambda: 0.0)
+    old = file_id(str(tmp_path / "vault" / "key"))
+    assert old in files.of("s")
+    (tmp_path / "vault" / "key").unlink()
+    # What a new file with the freed inode number looks like to the sensor: that identity, opened.
+    assert old not in files.of("s", opened=old, links=1)
