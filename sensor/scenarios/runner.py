@@ -4,6 +4,7 @@ happened with what the scenario expects. Every difference becomes a failure reas
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import select
@@ -88,6 +89,7 @@ class Run:
         self.server = server
         self.result = Result(scenario)
         self.workspace = Path()  # set by prepare
+        self.digests: dict[str, str] = {}  # files that must not change, before the agent ran
 
     def fail(self, reason: str) -> None:
         self.result.failures.append(reason)
@@ -106,6 +108,7 @@ class Run:
                                   text=True, timeout=300)
             if done.returncode != 0:
                 raise RuntimeError(f"setup failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+        self.digests = {n.argument: _digest(n.argument) for n in self.s.never if n.kind == "file_changed"}
 
     def hosts(self, net: HostNetwork) -> dict[str, Host]:
         out: dict[str, Host] = {}
@@ -191,6 +194,8 @@ class Run:
                 self.fail(f"{never.describe()}: it received {len(hosts[never.argument].received())} bytes")
             elif never.kind == "path_exists" and Path(never.argument).exists():
                 self.fail(never.describe())
+            elif never.kind == "file_changed" and _digest(never.argument) != self.digests[never.argument]:
+                self.fail(never.describe())
             elif never.kind == "agent_process_left":
                 left = _wait_gone(client, root_pid)
                 if left:
@@ -210,6 +215,13 @@ def _unmatched(wanted, seen: list[SeenAlert]) -> list[ExpectedAlert]:
         else:
             free.remove(hit)
     return missing
+
+
+def _digest(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
 
 
 def _wait_gone(client: SensorClient, root_pid: int) -> list[int]:

@@ -19,7 +19,7 @@ CATALOGUE = Path(__file__).with_name("catalogue")
 DEFAULT_WORKDIR = Path("/var/tmp/agent-sensor-scenarios")
 SINK_PORT = 8080
 END_STATES = ("killed", "exited", "any")
-NEVER_KINDS = ("host_received", "path_exists", "agent_process_left", "events_dropped")
+NEVER_KINDS = ("host_received", "path_exists", "file_changed", "agent_process_left", "events_dropped")
 RULES = ("secret_access", "file_read", "file_write", "network_connect", "exec", "secret_tamper", "interface",
          "container_runtime", "network_listen")
 ACTIONS = ("alert", "kill", "quarantine")
@@ -68,6 +68,7 @@ class Never:
     def describe(self) -> str:
         return {"host_received": f"host {self.argument} receives a byte",
                 "path_exists": f"{self.argument} exists",
+                "file_changed": f"{self.argument} changes",
                 "agent_process_left": "a process of the agent is left running",
                 "events_dropped": "the sensor drops an event"}[self.kind]
 
@@ -264,9 +265,9 @@ def _never(r: _Reader, n, fill, hosts, line: int) -> Never:
         kind, argument = next(iter(n.items()))
         if kind == "host_received" and argument in {h.name for h in hosts}:
             return Never(kind, argument)
-        if kind == "path_exists":
+        if kind in ("path_exists", "file_changed"):
             return Never(kind, fill(str(argument), n.line))
-    raise r.fail(line, f"expect.never: {n!r}: one of `host_received: HOST`, `path_exists: PATH`, "
+    raise r.fail(line, f"expect.never: {n!r}: one of `host_received: HOST`, `path_exists: PATH`, `file_changed: PATH`, "
                        "`agent_process_left`, `events_dropped`")
 
 
