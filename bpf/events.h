@@ -86,7 +86,7 @@ enum kernel_action {
 
 /* Which rule kinds the kernel enforces for a slot (slot_policy.flags). */
 enum enforce_flags {
-	ENFORCE_SECRETS = 1, /* absolute paths matched against secret_paths */
+	ENFORCE_SECRETS = 1, /* absolute paths matched against secret_paths, and /proc/PID/environ etc. */
 	ENFORCE_CONNECT = 2, /* inet connects matched against allowed_dests */
 	ENFORCE_EXEC = 4,    /* absolute exec names matched against denied_execs */
 	ENFORCE_INTERFACES = 8, /* interfaces not in slot_policy.interfaces_allowed */

@@ -1,15 +1,75 @@
 /* The open family, traced at syscall entry so an attempt is seen even when it fails (and, for a
  * name unreadable at entry, completed at exit). */
 
-/* An absolute path that is a secret of the agent's profile: the kernel acts before the open
- * returns. Relative paths and symlinks are not resolved here: user space judges every spelling. */
+/* The first len bytes of the little-endian word w are s (len <= 8, s a literal: folded). */
+static __always_inline int word_is(u64 w, const char *s, int len)
+{
+	u64 want = 0;
+#pragma unroll
+	for (int k = 0; k < 8; k++)
+		if (k < len)
+			want |= (u64)(u8)s[k] << (8 * k);
+	u64 mask = len == 8 ? ~0ULL : (1ULL << (8 * len)) - 1;
+	return (w & mask) == want;
+}
+
+/* Index just past a run of up to 10 digits at path[i], and their value in *value; i if none. */
+static __always_inline u32 skip_number(const char *path, u32 i, u32 *value)
+{
+	u32 v = 0, end = i;
+#pragma unroll
+	for (int k = 0; k < 10; k++) {
+		char c = path[(i + k) & (SENSOR_PATH_MAX - 1)];
+		if (c < '0' || c > '9')
+			break;
+		v = v * 10 + (c - '0');
+		end = i + k + 1;
+	}
+	*value = v;
+	return end;
+}
+
+/* /proc/PID[/task/TID]/{environ,mem,maps,smaps,pagemap,auxv,stack,cmdline} of another process:
+ * tokens live there, so it is secret access whatever the profile lists (correlate.PROCESS_MEMORY
+ * judges every other spelling in user space). */
+static __always_inline int names_other_process_memory(const char *path, long n)
+{
+	u64 head = 0;
+	if (n < 10)
+		return 0;
+	__builtin_memcpy(&head, path, 8);
+	if (!word_is(head, "/proc/", 6))
+		return 0;
+	u32 pid = 0, tid = 0;
+	u32 i = skip_number(path, 6, &pid);
+	if (i == 6 || pid == bpf_get_current_pid_tgid() >> 32)
+		return 0;
+	u64 w = 0;
+	__builtin_memcpy(&w, &path[i & 63], 8);
+	if (word_is(w, "/task/", 6)) {
+		u32 j = skip_number(path, i + 6, &tid);
+		if (j == i + 6)
+			return 0;
+		i = j;
+	}
+	__builtin_memcpy(&w, &path[(i + 1) & 63], 8);
+	if (path[i & 63] != '/')
+		return 0;
+	return word_is(w, "environ", 8) || word_is(w, "mem", 4) || word_is(w, "maps", 5) ||
+	       word_is(w, "smaps", 6) || word_is(w, "pagemap", 8) || word_is(w, "auxv", 5) ||
+	       word_is(w, "stack", 6) || word_is(w, "cmdline", 8);
+}
+
+/* An absolute path that is a secret of the agent's profile, or another process's memory: the
+ * kernel acts before the open returns. Relative paths and symlinks are not resolved here: user
+ * space judges every spelling. */
 static __always_inline void enforce_secrets(struct tracked_proc *t, struct open_event *e, long n)
 {
 	struct slot_policy *policy = policy_of(t);
 	if (!policy || !(policy->flags & ENFORCE_SECRETS))
 		return;
 	struct path_lpm_key *key = path_key(t, e->path, n);
-	if (key && secret_paths.lookup(key))
+	if ((key && secret_paths.lookup(key)) || names_other_process_memory(e->path, n))
 		e->hdr.kernel_action = act(t, policy->secret_action);
 }
 

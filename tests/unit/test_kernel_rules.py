@@ -49,14 +49,18 @@ def test_destinations_push_covering_ports_down_and_keep_families_apart(tmp_path)
         "::/0": ((22, 22),),
         "2001:db8::/32": ((22, 22), (8000, 8100)),       # inside ::/0
     }
-    assert policy.flags == abi.EnforceFlags.CONNECT | abi.EnforceFlags.INTERFACES | abi.EnforceFlags.LISTEN
+    # SECRETS even without secrets: another process's memory is one in every profile.
+    assert policy.flags == (abi.EnforceFlags.SECRETS | abi.EnforceFlags.CONNECT | abi.EnforceFlags.INTERFACES
+                            | abi.EnforceFlags.LISTEN)
     assert policy.destinations[0].prefix_bits == 32 + policy.destinations[0].network.prefixlen
 
 
 def test_no_connect_rules_still_enforce_deny_all(tmp_path):
     policy = compile_policy(load(tmp_path, "on_violation: kill\n"))
     assert [(str(d.network), d.ports) for d in policy.destinations] == [(str(V4_MAPPED), ())]
-    assert policy.flags == abi.EnforceFlags.CONNECT | abi.EnforceFlags.INTERFACES | abi.EnforceFlags.LISTEN
+    # SECRETS even without secrets: another process's memory is one in every profile.
+    assert policy.flags == (abi.EnforceFlags.SECRETS | abi.EnforceFlags.CONNECT | abi.EnforceFlags.INTERFACES
+                            | abi.EnforceFlags.LISTEN)
 
 
 def test_too_many_port_ranges_leave_connect_to_user_space(tmp_path):
