@@ -313,6 +313,9 @@ class _ProfileChecker:
                 destination = Destination.parse(item.value, _line(item), self.homes)
                 if destination.host is not None and key == "listen":
                     raise DestinationError("network.listen takes local addresses, not host names")
+                # Port 0 asks the kernel to pick a port: a bind can, a connect cannot.
+                if key == "connect" and not destination.is_unix and destination.port_high == 0:
+                    raise DestinationError("port 0 is out of range (1-65535; 0 only in network.listen)")
                 destinations.append(destination)
             except DestinationError as error:
                 self.problem(_line(item), f"bad destination '{_shown(item.value)}' in network.{key}: {error}")

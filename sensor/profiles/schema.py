@@ -89,8 +89,8 @@ def _parse_port(text: str) -> int:
         raise DestinationError(
             f"bad port '{text}' (expected a number 1-65535, a range LO-HI, or * for any port)"
         )
-    if len(text) > 5 or not 1 <= int(text) <= 65535:
-        raise DestinationError(f"port {text} is out of range (1-65535)")
+    if len(text) > 5 or not 0 <= int(text) <= 65535:
+        raise DestinationError(f"port {text} is out of range (1-65535; 0 only in network.listen)")
     return int(text)
 
 

@@ -531,3 +531,15 @@ def test_excluding_an_entry_the_catalogue_does_not_have_is_an_error(tmp_path):
     with pytest.raises(ProfileError) as err:
         load_profile_file(path, homes=["/root"])
     assert err.value.problems[0].line == 2 and "removes nothing" in err.value.problems[0].message
+
+
+def test_port_zero_is_a_bind_the_kernel_picks_the_port_for(tmp_path):
+    """urllib3 probes for IPv6 by binding [::1] port 0: network.listen can allow that; a
+    connect to port 0 (address or name) means nothing and is refused."""
+    ok = write(tmp_path, 'name: x\nnetwork: {listen: ["[::1]:0"]}\n')
+    (dest,) = load_profile_file(ok, homes=HOMES).network_listen
+    assert (dest.port_low, dest.port_high) == (0, 0)
+    for text in ("1.2.3.4:0", "api.example.com:0"):
+        bad = write(tmp_path, f'name: x\nnetwork: {{connect: ["{text}"]}}\n')
+        assert [p.message for p in problems_of(bad)] == [
+            f"bad destination '{text}' in network.connect: port 0 is out of range (1-65535; 0 only in network.listen)"]
