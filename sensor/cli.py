@@ -155,6 +155,7 @@ def status(server, as_json) -> None:
                f"{st.dns.untrusted} from untrusted resolvers, {st.dns.not_compiled} judged in user space only")
     click.echo("kernel events: " + "  ".join(f"{k}={v}" for k, v in sorted(st.events.items())))
     click.echo("ring-buffer drops: " + "  ".join(f"{k}={v}" for k, v in sorted(st.ring_buffer_drops.items())))
+    click.echo(f"user-space backlog: {st.events_backlog} events waiting, {st.backlog_drops} dropped")
 
 
 @main.group()

@@ -21,7 +21,7 @@ from .alerts import AlertBus
 from .bpf_loader import LoadError, SensorBPF
 from .pipeline import Pipeline, kernel_exec_paths
 from .profiles import ProfileError, load_profiles
-from .source import RingBufferSource
+from .source import DrainedRingBuffer
 
 log = logging.getLogger("agent-sensor")
 DEFAULT_LISTEN = "unix:///run/agent-sensor/sensor.sock"
@@ -44,6 +44,7 @@ class Daemon:
         self.bpf: SensorBPF | None = None
         self.quarantine = None
         self.pipeline: Pipeline | None = None
+        self.source: DrainedRingBuffer | None = None
         self.server = None
 
     # -- start-up --------------------------------------------------------------------------
@@ -82,7 +83,7 @@ class Daemon:
         # Without bpf_send_signal the kernel cannot act: policies compile as audit-only there.
         self.pipeline = Pipeline(profiles, self.bpf, self.bus, self.audit_only, self.quarantine,
                                  kernel_enforcement=send_signal)
-        self.source = RingBufferSource(self.bpf)
+        self.source = DrainedRingBuffer(self.bpf, POLL_MS)
         try:
             policies = self.pipeline.install_kernel_policies()
         except LoadError as exc:
@@ -116,11 +117,16 @@ class Daemon:
         while not self.stopping.is_set():
             for data in self.source.read(POLL_MS):
                 self.pipeline.handle(data)
+        while batch := self.source.read(0):  # what was read before the stop is still judged
+            for data in batch:
+                self.pipeline.handle(data)
 
     def stop(self) -> None:
         self.stopping.set()
         if self.server is not None:
             self.server.stop(grace=1).wait()
+        if self.source is not None:
+            self.source.close()
         if self.quarantine is not None:
             self.quarantine.close()  # quarantined trees stay frozen: forensics outlive the daemon
         if self.bpf is not None:
@@ -161,6 +167,7 @@ class Daemon:
                 profiles=self.profile_summaries(), tracked=tracked, events=emitted, ring_buffer_drops=dropped,
                 events_processed=self.pipeline.counters.events, decode_errors=self.pipeline.counters.decode_errors,
                 handler_errors=self.pipeline.counters.handler_errors,
+                events_backlog=self.source.backlog, backlog_drops=self.source.drops,
                 dns=pb.DnsCounters(addresses_learned=self.pipeline.names.count(),
                                    unparsed=self.pipeline.counters.dns_unparsed,
                                    untrusted=self.pipeline.counters.dns_untrusted,

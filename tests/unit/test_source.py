@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 from pathlib import Path
 
 import pytest
 
+import sensor.source as source_mod
 from sensor.source import Recorder, RingBufferSource, read_recording
 
 RECORDING = Path(__file__).resolve().parents[1] / "data" / "events.rec"
@@ -110,3 +112,34 @@ def test_ring_buffer_source_keeps_events_that_arrived_between_reads():
     sensor.callback(b"early")  # delivered outside a poll: still returned by the next read
     sensor.arriving = [[b"late"]]
     assert source.read(0) == [b"early", b"late"]
+
+
+class _BurstyKernel:
+    """Stands in for SensorBPF's ring buffer: each poll delivers the next burst of events."""
+
+    def __init__(self, bursts):
+        self._bursts = list(bursts)
+        self._callback = None
+
+    def open_events(self, callback):
+        self._callback = callback
+
+    def poll(self, timeout_ms):
+        if self._bursts:
+            for data in self._bursts.pop(0):
+                self._callback(data)
+        else:
+            time.sleep(timeout_ms / 1000)
+
+
+def test_the_drained_ring_buffer_keeps_order_and_counts_what_overflows(monkeypatch):
+    monkeypatch.setattr(source_mod, "BACKLOG_MAX", 5)
+    kernel = _BurstyKernel([[b"%d" % i for i in range(8)]])
+    drained = source_mod.DrainedRingBuffer(kernel, poll_ms=1)
+    got = []
+    deadline = time.monotonic() + 5
+    while len(got) < 5 and time.monotonic() < deadline:
+        got += drained.read(50)
+    drained.close()
+    assert got == [b"3", b"4", b"5", b"6", b"7"]  # the oldest went first, in order
+    assert drained.drops == 3 and drained.backlog == 0
