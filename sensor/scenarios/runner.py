@@ -75,7 +75,8 @@ def _seen(alert) -> SeenAlert:
 
 
 def _drops(client: SensorClient) -> int:
-    return sum(client.status().ring_buffer_drops.values())
+    status = client.status()
+    return sum(status.ring_buffer_drops.values()) + status.backlog_drops
 
 
 def _agent_pids(client: SensorClient, root_pid: int) -> list[int]:
@@ -124,8 +125,10 @@ class Run:
     def agent(self, hosts: dict[str, Host], background: list[subprocess.Popen]) -> int:
         steps = [{"name": s.name, "python": s.python, "exec": list(s.exec)} for s in self.s.steps]
         read_end, write_end = os.pipe()
-        env = dict(os.environ, HOME=str(self.workspace / "home"),
-                   SCENARIO_BACKGROUND_PIDS=" ".join(str(p.pid) for p in background))
+        # The same small environment on every host: what the tester's shell has (a PATH with
+        # ~/.cargo/bin, say) must not change what the agent runs.
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.workspace / "home"),
+               "SCENARIO_BACKGROUND_PIDS": " ".join(str(p.pid) for p in background)}
         preexec = None
         if self.s.resolver:
             conf = self.workspace / "resolv.conf"
