@@ -254,7 +254,8 @@ struct tracked_proc {
 	__u32 slot;     /* agent slot: index of the profile in user space's table */
 	__u32 root_pid; /* tgid of the agent instance's first process */
 	__u32 flags;    /* enum tracked_flags */
-	__u32 reserved;
+	__u32 brokers;  /* bit i: the process runs the profile's broker i (set at exec, kept at fork):
+			 * it may read the secrets whose secret_paths value has bit i */
 };
 
 /* Per-slot enforcement policy, set by user space from the profile (kernel_rules.py). */
@@ -269,7 +270,7 @@ struct slot_policy {
 	__u32 reserved;
 };
 
-/* LPM key of secret_paths and denied_execs: slot, then path bytes. An exact path's prefix includes its NUL; a
+/* LPM key of secret_paths, denied_execs and broker_execs: slot, then path bytes. An exact path's prefix includes its NUL; a
  * directory's ("dir/**") ends at its trailing slash. */
 struct path_lpm_key {
 	__u32 prefixlen; /* bits: 32 for the slot + 8 per path byte */

@@ -60,16 +60,17 @@ static __always_inline int names_other_process_memory(const char *path, long n)
 	       word_is(w, "stack", 6) || word_is(w, "cmdline", 8);
 }
 
-/* An absolute path that is a secret of the agent's profile, or another process's memory: the
- * kernel acts before the open returns. Relative paths and symlinks are not resolved here: user
- * space judges every spelling. */
+/* An absolute path that is a secret of the agent's profile (unless the process runs one of the
+ * secret's brokers), or another process's memory: the kernel acts before the open returns.
+ * Relative paths and symlinks are not resolved here: user space judges every spelling. */
 static __always_inline void enforce_secrets(struct tracked_proc *t, struct open_event *e, long n)
 {
 	struct slot_policy *policy = policy_of(t);
 	if (!policy || !(policy->flags & ENFORCE_SECRETS))
 		return;
 	struct path_lpm_key *key = path_key(t, e->path, n);
-	if ((key && secret_paths.lookup(key)) || names_other_process_memory(e->path, n))
+	u32 *brokers = key ? secret_paths.lookup(key) : NULL;
+	if ((brokers && !(*brokers & t->brokers)) || names_other_process_memory(e->path, n))
 		e->hdr.kernel_action = act(t, policy->secret_action);
 }
 

@@ -15,7 +15,8 @@ BPF_HASH(exec_match, struct exec_key, u32, 1024);
 /* In-kernel enforcement, filled by user space per slot; doomed: agent runs (by root pid) the
  * kernel has acted on, so every member is stopped at its next traced syscall too. */
 BPF_ARRAY(slot_policy, struct slot_policy, SENSOR_MAX_SLOTS);
-BPF_LPM_TRIE(secret_paths, struct path_lpm_key, u32, 4096);
+BPF_LPM_TRIE(secret_paths, struct path_lpm_key, u32, 4096); /* value: the brokers that may read it */
+BPF_LPM_TRIE(broker_execs, struct path_lpm_key, u32, 1024);  /* value: the broker's bit */
 BPF_LPM_TRIE(denied_execs, struct path_lpm_key, u32, 1024);
 BPF_LPM_TRIE(allowed_dests, struct addr_lpm_key, struct port_ranges, 4096);
 BPF_LPM_TRIE(allowed_binds, struct addr_lpm_key, struct port_ranges, 1024);

@@ -139,6 +139,11 @@ int on_sched_process_exec(struct tracepoint__sched__sched_process_exec *args)
 	u32 slot = SENSOR_NO_SLOT;
 	struct tracked_proc *t = tracked.lookup(&pid);
 	if (t) {
+		/* Broker rights come with the program and go with the next exec. */
+		long n = e->filename_len;
+		struct path_lpm_key *key = path_key(t, e->filename, n);
+		u32 *bit = key ? broker_execs.lookup(key) : NULL;
+		t->brokers = bit ? *bit : 0;
 		if (t->flags & TRACKED_PENDING_EXEC) {
 			t->flags &= ~TRACKED_PENDING_EXEC;
 			e->flags |= EXEC_AGENT_START;

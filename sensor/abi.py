@@ -247,7 +247,7 @@ class TrackedProc(ctypes.Structure):
         ("slot", ctypes.c_uint32),
         ("root_pid", ctypes.c_uint32),
         ("flags", ctypes.c_uint32),
-        ("reserved", ctypes.c_uint32),
+        ("brokers", ctypes.c_uint32),
     ]
 
 

@@ -229,12 +229,14 @@ class SensorBPF:
         """Load one slot's compiled rules (sensor/kernel_rules.py) into the enforcement maps."""
         if slot >= abi.MAX_SLOTS:
             raise LoadError(f"at most {abi.MAX_SLOTS} profiles can be enforced in the kernel")
-        for name, prefixes in ((b"secret_paths", policy.secrets), (b"denied_execs", policy.denied_execs)):
+        for name, entries in ((b"secret_paths", [(p, policy.brokers_of(p)) for p in policy.secrets]),
+                              (b"denied_execs", [(p, 1) for p in policy.denied_execs]),
+                              (b"broker_execs", [(p, 1 << i) for i, p in enumerate(policy.brokers)])):
             trie = self.bpf[name]
-            for prefix in prefixes:
+            for prefix, value in entries:
                 key = abi.PathLpmKey(prefixlen=prefix.prefix_bits, slot=slot)
                 _write_field(key, abi.PathLpmKey.path, prefix.path)
-                trie[key] = ctypes.c_uint32(1)
+                trie[key] = ctypes.c_uint32(value)
         for name, prefixes in ((b"allowed_dests", policy.destinations), (b"allowed_binds", policy.listen)):
             for dest in prefixes:
                 self._put_destination(name, slot, dest)
@@ -277,7 +279,8 @@ class SensorBPF:
     def clear_policy(self, slot: int) -> None:
         """Stop enforcing for a slot and drop its rules (switch first, then the rules)."""
         self.bpf[b"slot_policy"][ctypes.c_int(slot)] = abi.SlotPolicy()
-        for name in (b"secret_paths", b"denied_execs", b"allowed_dests", b"allowed_binds", b"allowed_names"):
+        for name in (b"secret_paths", b"denied_execs", b"broker_execs", b"allowed_dests", b"allowed_binds",
+                     b"allowed_names"):
             table = self.bpf[name]
             for key in [k for k in table.keys() if k.slot == slot]:
                 del table[key]

@@ -62,12 +62,13 @@ NO_FILES: Mapping[tuple[int, int], str] = {}
 
 def decide(event: Event, profile: Profile, target: Target | None = None,
            secret_files: Mapping[tuple[int, int], str] = NO_FILES, target2: Target | None = None,
-           names: tuple[str, ...] = ()) -> Verdict | None:
+           names: tuple[str, ...] = (), program: str = "") -> Verdict | None:
     """secret_files: (device, inode) -> secret glob, for the profile (sensor/secret_files.py).
     target2: the second name of a rename, link or symlink.
-    names: for a connect, the DNS names its address was resolved from (sensor/dns_names.py)."""
+    names: for a connect, the DNS names its address was resolved from (sensor/dns_names.py).
+    program: what the process runs (canonical path): a broker may open its secrets."""
     if isinstance(event, OpenEvent):
-        return _decide_open(event, profile, target, secret_files)
+        return _decide_open(event, profile, target, secret_files, program)
     if isinstance(event, FileChangeEvent):
         return _decide_change(event, profile, target, target2, secret_files)
     if isinstance(event, InterfaceEvent):
@@ -86,7 +87,7 @@ def _verdict(profile: Profile, kind: RuleKind, rule: str, pattern: str, reason: 
 
 
 def _decide_open(event: OpenEvent, profile: Profile, target: Target | None,
-                 secret_files: Mapping[tuple[int, int], str]) -> Verdict | None:
+                 secret_files: Mapping[tuple[int, int], str], program: str) -> Verdict | None:
     if not event.path:
         # The kernel could not read the name even after the syscall (a bad or unmapped pointer):
         # nothing can show the file was allowed, so it is not (fail closed).
@@ -96,6 +97,8 @@ def _decide_open(event: OpenEvent, profile: Profile, target: Target | None,
     # A secret is matched under any spelling: a symlink into ~/.aws is still ~/.aws.
     for spelling in target.spellings:
         glob = profile.is_secret(spelling)
+        if glob is not None and program and profile.brokered_by(program, target.canonical):
+            return None  # the secret's broker, reading it for the agent
         if glob is not None:
             how = "" if spelling == target.literal else f" (via {target.literal})"
             return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", glob.text,

@@ -72,6 +72,12 @@ class KernelPolicy:
     listen: tuple[DestinationPrefix, ...]   # local addresses binds may use
     names: tuple[tuple[int, abi.DnsNameMatch], ...]  # host names in network.connect: (name_hash, how)
     user_space_only: tuple[str, ...]  # what was not compiled, and why: for status and docs
+    brokers: tuple[SecretPrefix, ...] = ()  # broker i's program (exact path): bit 1 << i
+    secret_brokers: tuple[tuple[SecretPrefix, int], ...] = ()  # secret prefix -> brokers that may open it
+
+    def brokers_of(self, secret: SecretPrefix) -> int:
+        """The secret_paths value: bits of the brokers that may open it (0: nobody)."""
+        return dict(self.secret_brokers).get(secret, 0)
 
 
 def _secret_prefixes(pattern: str) -> list[SecretPrefix] | None:
@@ -175,6 +181,7 @@ def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
     if interface_action != abi.KernelAction.NONE:
         flags |= abi.EnforceFlags.INTERFACES
     secrets = _path_prefixes(profile.secrets, "secrets", user_space_only)
+    brokers, secret_brokers = _brokers(profile, user_space_only)
     if secret_action != abi.KernelAction.NONE:  # another process's memory is a secret in every profile
         flags |= abi.EnforceFlags.SECRETS
     denied_execs = _path_prefixes(profile.exec_deny, "exec_deny", user_space_only)
@@ -205,5 +212,26 @@ def compile_policy(profile: Profile, audit_only: bool = False) -> KernelPolicy:
                         exec_action=exec_action, interface_action=interface_action,
                         interfaces_allowed=interfaces_allowed, secrets=secrets, denied_execs=denied_execs,
                         destinations=destinations or (), listen=listen or (), listen_action=listen_action,
-                        names=tuple(names.items()),
+                        names=tuple(names.items()), brokers=brokers, secret_brokers=secret_brokers,
                         user_space_only=tuple(user_space_only))
+
+
+MAX_BROKERS = 32  # bits of tracked_proc.brokers
+
+
+def _brokers(profile: Profile, user_space_only: list[str]):
+    """Broker programs (bit i for the i-th) and, per secret prefix, the bits of its brokers. A
+    broker the kernel cannot hold is left out: its reads are refused in the kernel (fail closed)."""
+    programs: list[SecretPrefix] = []
+    masks: dict[SecretPrefix, int] = {}
+    for broker in profile.brokers:
+        program = _secret_prefixes(broker.program)
+        if not program or len(programs) >= MAX_BROKERS:
+            user_space_only.append(f"brokers {broker.program}: too long or more than {MAX_BROKERS} brokers: "
+                                   "the kernel refuses its reads")
+            continue
+        bit = 1 << len(programs)
+        programs.append(program[0])
+        for prefix in _path_prefixes(broker.secrets, "brokers", user_space_only):
+            masks[prefix] = masks.get(prefix, 0) | bit
+    return tuple(programs), tuple(masks.items())

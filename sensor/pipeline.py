@@ -292,13 +292,13 @@ class Pipeline:
         secret_files = self.secret_files.of(agent.profile.name, target.file_id if target else None,
                                             link_count(target.canonical) if target and target.file_id else 1)
         names = self.names.names_of(agent.slot, event.ip) if isinstance(event, ConnectEvent) else ()
-        verdict = decide(event, agent.profile, target, secret_files, target2, names)
+        process = self.table.lookup(event.hdr.pid)
+        verdict = decide(event, agent.profile, target, secret_files, target2, names, process.exe)
         if verdict is None:
             if event.hdr.kernel_action:
                 log.error("the kernel acted on %s event of pid %d but no rule fires in user space: "
                           "kernel and user-space rules disagree", event.kind, event.hdr.pid)
             return
-        process = self.table.lookup(event.hdr.pid)
         alert = build_alert(self.bus.next_id(), verdict, event, target, agent, process,
                             self.table.ancestry(event.hdr.pid), target2)
         self._act(verdict.action, event, agent, alert)

@@ -16,7 +16,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .globs import GlobError, PathGlob, TextGlob
+from .globs import GLOB_METACHARACTERS, GlobError, PathGlob, TextGlob
 from .catalogue import ALL_DEFAULT_SECRETS
 from .schema import (
     DEFAULT_ON_VIOLATION,
@@ -24,6 +24,7 @@ from .schema import (
     ON_VIOLATION_CHOICES,
     INTERFACE_NAMES,
     RULE_NAMES,
+    Broker,
     Destination,
     DestinationError,
     MatchSelectors,
@@ -32,8 +33,8 @@ from .schema import (
     ProfileError,
 )
 
-TOP_KEYS = ("name", "description", "match", "files", "secrets", "network", "exec", "exec_deny", "interfaces",
-            "on_violation", "actions")
+TOP_KEYS = ("name", "description", "match", "files", "secrets", "brokers", "network", "exec", "exec_deny",
+            "interfaces", "on_violation", "actions")
 MATCH_KEYS = ("exe", "cmdline", "user", "cgroup")
 FILES_KEYS = ("read", "write")
 NETWORK_KEYS = ("connect", "listen")
@@ -215,6 +216,25 @@ class _ProfileChecker:
                 self.problem(line, f"bad glob '{_shown(text)}' in secrets: {error}")
         return tuple(globs)
 
+    def brokers(self, node: Node) -> tuple[Broker, ...]:
+        """PROGRAM: [SECRET GLOB, ...]: the secrets only that program may read."""
+        if not isinstance(node, MappingNode):
+            self.problem(_line(node), f"brokers must be a mapping (PROGRAM: [SECRET, ...]), got {_kind(node)}")
+            return ()
+        out = []
+        for key_node, value_node in node.value:
+            program = key_node.value if isinstance(key_node, ScalarNode) else ""
+            if not program.startswith("/") or GLOB_METACHARACTERS.intersection(program) or "\0" in program:
+                self.problem(_line(key_node), f"broker '{_shown(str(program))}': write the program's absolute path, "
+                                              "without wildcards (as the agent executes it)")
+                continue
+            globs = self.path_globs(value_node, f"brokers.{program}")
+            if not globs:
+                self.problem(_line(value_node), f"broker '{_shown(program)}' names no secret")
+                continue
+            out.append(Broker(os.path.normpath(program), globs, _line(key_node)))
+        return tuple(out)
+
     # -- sections --
 
     def name(self, node: Node) -> str | None:
@@ -370,6 +390,9 @@ class _ProfileChecker:
         match = self.match(fields["match"]) if "match" in fields else MatchSelectors()
         read, write = self.files(fields["files"]) if "files" in fields else ((), ())
         secrets = self.secrets(fields["secrets"]) if "secrets" in fields else ()
+        brokers = self.brokers(fields["brokers"]) if "brokers" in fields else ()
+        # A brokered file is a secret: only its broker may open it.
+        secrets += tuple(g for b in brokers for g in b.secrets if g.text not in {s.text for s in secrets})
         connect, listen = self.network(fields["network"]) if "network" in fields else ((), ())
         execs = self.path_globs(fields["exec"], "exec") if "exec" in fields else ()
         exec_deny = self.path_globs(fields["exec_deny"], "exec_deny") if "exec_deny" in fields else ()
@@ -398,6 +421,7 @@ class _ProfileChecker:
             interfaces=interfaces,
             on_violation=on_violation,
             actions=actions,
+            brokers=brokers,
         )
 
 

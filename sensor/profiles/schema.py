@@ -283,6 +283,16 @@ def _first_match(globs: Iterable[PathGlob], path: str) -> PathGlob | None:
 
 
 @dataclass(frozen=True)
+class Broker:
+    """A program that may read some secrets for the agent (a vault CLI, a credential helper): a
+    process running it (after its exec, and its children until they exec something else) may
+    open them; any other process of the agent may not."""
+    program: str                     # absolute path, as the agent executes it
+    secrets: tuple[PathGlob, ...]
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Profile:
     """One agent's allow-list. Anything a list does not allow is a violation."""
 
@@ -301,6 +311,7 @@ class Profile:
     interfaces: tuple[str, ...] = ()     # INTERFACE_NAMES the agent may use
     on_violation: str = DEFAULT_ON_VIOLATION
     actions: tuple[tuple[str, str], ...] = ()  # (rule name, action) overriding on_violation
+    brokers: tuple[Broker, ...] = ()     # their secrets are in `secrets` too
 
     def action_for(self, rule: str) -> str:
         """What a violation of `rule` (one of RULE_NAMES) triggers."""
@@ -309,6 +320,10 @@ class Profile:
     def is_secret(self, path: str) -> PathGlob | None:
         """The secret glob that ``path`` falls under, if any."""
         return _first_match(self.secrets, path)
+
+    def brokered_by(self, program: str, path: str) -> Broker | None:
+        """The broker, if `program` is one that may open the secret at `path`."""
+        return next((b for b in self.brokers if b.program == program and _first_match(b.secrets, path)), None)
 
     # Secrets win over every allow-list: `files.read: ["/**"]` still may not read ~/.ssh.
 

@@ -451,3 +451,55 @@ def test_another_process_memory_is_a_secret_in_the_kernel(tracker, spawn, policy
         assert [e.hdr.kernel_action for e in opens if getattr(e, "path", "") == path] == [abi.KernelAction.KILL]
     else:
         assert child.recv() and child.wait() == 0
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A vault CLI (a Python script) that prints a secret, or execs PROGRAM ARGS... after `exec`."""
+    (tmp_path / "vault").mkdir()
+    (tmp_path / "vault" / "token").write_text("TOKEN\n")
+    cli = tmp_path / "vault-cli"
+    cli.write_text("#!/usr/bin/python3\nimport os, sys\n"
+                   "if sys.argv[1] == 'exec':\n    os.execv(sys.argv[2], sys.argv[2:])\n"
+                   "print(open(sys.argv[1]).read().strip())\n")
+    cli.chmod(0o755)
+    return cli, tmp_path / "vault" / "token"
+
+
+def broker_profile(cli, token) -> str:
+    return f"""\
+name: brokered
+files:
+  read: ["/**"]
+brokers:
+  "{cli}": ["{token.parent}/**"]
+on_violation: kill
+"""
+
+
+@pytest.mark.parametrize("argv, ok", [
+    (["{cli}", "{token}"], True),                                                # the broker reads it
+    (["{cli}", "exec", "/usr/bin/cat", "{token}"], False),                       # its exec'd program may not
+    (["/usr/bin/python3", "-c", "print(open('{token}').read())"], False),       # nor anyone else
+])
+def test_only_the_broker_program_may_open_its_secret_in_the_kernel(sensor_bpf, tracker, spawn, policy, events,
+                                                                   broker, argv, ok):
+    cli, token = broker
+    slot = policy(broker_profile(cli, token))
+    argv = [a.format(cli=cli, token=token) for a in argv]
+
+    def run(ch):
+        done = subprocess.run(argv, capture_output=True)
+        ch.send(str(done.returncode).encode() + b" " + done.stdout)
+
+    child = spawn(run)
+    tracker.track(child.pid, slot)
+    child.go()
+    if ok:
+        assert child.recv() == b"0 TOKEN\n" and child.wait() == 0
+    else:
+        assert child.wait() == KILLED  # the whole agent run is doomed in the kernel
+        events.wait_for([], lambda _: False, timeout=0.5)  # the opener is a grandchild: take all events
+        actions = [e.hdr.kernel_action for e in events.seen if getattr(e, "path", "") == str(token)]
+        assert actions == [abi.KernelAction.KILL]
+        sensor_bpf.forget_doomed(child.pid)

@@ -494,3 +494,16 @@ def test_listeners(tmp_path, call, family, address, port, listen, violation):
     assert (verdict is not None) is violation
     if verdict:
         assert verdict.kind is RuleKind.NETWORK_LISTEN and verdict.rule == "network.listen"
+
+
+def test_a_broker_may_open_its_secret_and_nobody_else(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(f'name: b\nfiles:\n  read: ["/**"]\nbrokers:\n  "/opt/vault/bin/vault": ["{tmp_path}/vault/**"]\n')
+    profile = load_profile_file(path, homes=["/root"])
+    token = f"{tmp_path}/vault/token"
+    event = OpenEvent(hdr=hdr(), dirfd=-100, flags=os.O_RDONLY, mode=0, syscall=OpenSyscall.OPENAT, path=token,
+                      truncated=False)
+    assert decide(event, profile, Target(token, token), program="/opt/vault/bin/vault") is None
+    for program in ("/usr/bin/python3", "/opt/vault/bin/vault-other", ""):
+        verdict = decide(event, profile, Target(token, token), program=program)
+        assert verdict.kind is RuleKind.SECRET_ACCESS and verdict.pattern == f"{tmp_path}/vault/**"

@@ -126,3 +126,13 @@ def test_interfaces_allowed_by_name(tmp_path):
     with pytest.raises(ProfileError) as err:
         load(tmp_path, "interfaces: [io_uring, telepathy]\n")
     assert err.value.problems[0].line == 2 and "unknown interface 'telepathy'" in err.value.problems[0].message
+
+
+def test_brokers_get_a_bit_each_and_their_secrets_carry_it(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text('name: b\nsecrets: ["/etc/shadow"]\nbrokers:\n  "/opt/a": ["/srv/a/**"]\n'
+                    '  "/opt/b": ["/srv/a/**", "/srv/b/key"]\n')
+    policy = compile_policy(load_profile_file(path, homes=["/root"]))
+    assert [p.path for p in policy.brokers] == [b"/opt/a\0", b"/opt/b\0"]
+    by_path = {p.path: policy.brokers_of(p) for p in policy.secrets}
+    assert by_path == {b"/etc/shadow\0": 0, b"/srv/a\0": 0b11, b"/srv/a/": 0b11, b"/srv/b/key\0": 0b10}

@@ -181,7 +181,7 @@ ERROR_CASES = {
     "top-level string": ("\n\njust text\n", 3, "must be a mapping"),
     "unknown top-level key": (
         "name: x\nnetwrk: {}\n", 2,
-        "unknown key 'netwrk' (allowed: name, description, match, files, secrets, network, exec, exec_deny, interfaces, on_violation, actions)",
+        "unknown key 'netwrk' (allowed: name, description, match, files, secrets, brokers, network, exec, exec_deny, interfaces, on_violation, actions)",
     ),
     "unknown match key": ("name: x\nmatch:\n  exe: [/a]\n  usr: [x]\n", 4,
                           "unknown key 'usr' in match (allowed: exe, cmdline, user, cgroup)"),
@@ -269,7 +269,7 @@ def test_all_problems_of_a_file_are_reported_in_line_order(tmp_path):
     assert str(caught.value) == "\n".join(str(p) for p in problems)
     assert str(caught.value).splitlines()[1] == (
         f"{file}:2: unknown key 'netwrk' (allowed: name, description, match, files, secrets, "
-        "network, exec, exec_deny, interfaces, on_violation, actions)"
+        "brokers, network, exec, exec_deny, interfaces, on_violation, actions)"
     )
 
 
@@ -543,3 +543,14 @@ def test_port_zero_is_a_bind_the_kernel_picks_the_port_for(tmp_path):
         bad = write(tmp_path, f'name: x\nnetwork: {{connect: ["{text}"]}}\n')
         assert [p.message for p in problems_of(bad)] == [
             f"bad destination '{text}' in network.connect: port 0 is out of range (1-65535; 0 only in network.listen)"]
+
+
+def test_brokers_name_programs_and_the_secrets_only_they_may_read(tmp_path):
+    ok = write(tmp_path, 'name: x\nbrokers:\n  "/opt/vault/bin/vault": ["~/.vault-token", "/etc/app/**"]\n')
+    profile = load_profile_file(ok, homes=HOMES)
+    (broker,) = profile.brokers
+    assert broker.program == "/opt/vault/bin/vault"
+    assert {g.text for g in profile.secrets} == {"~/.vault-token", "/etc/app/**"}  # brokered files are secrets
+    bad = write(tmp_path, 'name: x\nbrokers:\n  "vault": ["/etc/app/**"]\n  "/usr/bin/*": ["/x"]\n  "/opt/v": []\n')
+    assert [(p.line, p.message.split(":")[0]) for p in problems_of(bad)] == [
+        (3, "broker 'vault'"), (4, "broker '/usr/bin/*'"), (5, "broker '/opt/v' names no secret")]
