@@ -12,7 +12,22 @@ PROTO := proto/agent_sensor/v1/sensor.proto
 PROFILES ?= examples/profiles
 LISTEN ?=
 
-.PHONY: setup system-deps kernel-headers venv proto run test test-unit bench clean
+# install-service: profile directory and unit directory as the running system sees them.
+# SERVICE_ROOT prefixes both (like DESTDIR), so the install can be exercised without touching /etc;
+# with a SERVICE_ROOT nothing is started unless START_SERVICE=yes is asked for (and refused).
+SERVICE_ROOT ?=
+SERVICE_PROFILES ?= /etc/agent-sensor/profiles
+SERVICE_UNIT_DIR ?= /etc/systemd/system
+START_SERVICE ?= $(if $(SERVICE_ROOT),no,yes)
+# Tools the tests use to check vagrant/ (tests/unit/test_vagrant.py); not needed to run the sensor,
+# so not in `setup`, which also provisions the VMs.
+CHECK_APT_PACKAGES := vagrant shellcheck
+VAGRANT_MACHINES := ubuntu2404 debian12
+# Debian's vagrant ships no checkpoint call-home, but make sure: no network beyond the mirrors.
+export VAGRANT_CHECKPOINT_DISABLE := 1
+
+.PHONY: setup system-deps kernel-headers venv proto scenario-deps run test test-unit bench clean \
+	check-tools install-service service-preflight vagrant-scenarios vagrant-check
 
 setup: system-deps kernel-headers venv proto
 
@@ -45,10 +60,37 @@ $(GEN)/agent_sensor/v1/sensor_pb2.py: $(PROTO) $(VENV)/.installed
 
 proto: $(GEN)/agent_sensor/v1/sensor_pb2.py
 
+# The MCP scenario (sensor/scenarios/agents/mcp_read.py) drives the real filesystem MCP server from
+# npm, run by node itself (never npx: no network at run time). Its Python client, the `mcp` SDK, is
+# in the venv's dev extras. 2026.8.31 is the newest server, and it runs on Debian 12's node 18.20:
+# its own package.json has no engines field; a few of its dependencies declare node 20 (npm only
+# warns: EBADENGINE), but the code it loads runs on 18, which was checked by running the server
+# and its glob/minimatch on 18.20.4.
+MCP_FS_VERSION := 2026.8.31
+SCENARIO_NODE := .scenario-deps/node
+MCP_FS_SERVER := $(SCENARIO_NODE)/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js
+MCP_FS_STAMP := $(SCENARIO_NODE)/.installed-server-filesystem-$(MCP_FS_VERSION)
+
+# Idempotent: apt only for a missing node or npm, npm only when that exact version is not there yet;
+# offline after the first run.
+scenario-deps:
+	@missing=""; command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@if [ ! -f $(MCP_FS_STAMP) ] || [ ! -f $(MCP_FS_SERVER) ]; then \
+	  echo "installing @modelcontextprotocol/server-filesystem@$(MCP_FS_VERSION) into $(SCENARIO_NODE)"; \
+	  rm -f $(SCENARIO_NODE)/.installed-server-filesystem-*; \
+	  npm install --prefix $(SCENARIO_NODE) --no-audit --no-fund --save-exact \
+	    @modelcontextprotocol/server-filesystem@$(MCP_FS_VERSION) && touch $(MCP_FS_STAMP); \
+	fi
+
 run: setup
 	$(VENV)/bin/agent-sensor run --profiles $(PROFILES) $(if $(LISTEN),--listen $(LISTEN))
 
-test: setup
+test: setup check-tools scenario-deps
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 test-unit: venv proto
@@ -59,3 +101,66 @@ clean:
 
 bench: setup
 	$(PY) tests/bench/enforcement.py
+
+check-tools:
+	@missing=""; for p in $(CHECK_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# The daemon as a systemd service (what vagrant/provision.sh runs in each VM). Profiles: every
+# scenario's, rendered, plus examples/profiles. The unit template gets absolute paths.
+install-service: service-preflight setup
+	@set -euo pipefail; \
+	profiles='$(SERVICE_ROOT)$(SERVICE_PROFILES)'; units='$(SERVICE_ROOT)$(SERVICE_UNIT_DIR)'; \
+	install -d -m 755 "$$profiles" "$$units"; \
+	$(VENV)/bin/agent-sensor scenario profiles --out "$$profiles"; \
+	install -m 644 examples/profiles/*.yaml "$$profiles/"; \
+	sed -e 's|@AGENT_SENSOR@|$(CURDIR)/$(VENV)/bin/agent-sensor|g' -e 's|@PROFILES@|$(SERVICE_PROFILES)|g' \
+	  vagrant/agent-sensor.service >"$$units/agent-sensor.service.tmp"; \
+	chmod 644 "$$units/agent-sensor.service.tmp"; mv "$$units/agent-sensor.service.tmp" "$$units/agent-sensor.service"; \
+	echo "installed $$units/agent-sensor.service and profiles in $$profiles"; \
+	if [ "$(START_SERVICE)" = yes ]; then \
+	  systemctl daemon-reload; systemctl enable agent-sensor.service; \
+	  systemctl restart agent-sensor.service; \
+	  echo "agent-sensor.service enabled and (re)started"; \
+	fi
+
+# Before `setup` (prerequisites run in order): refuse early what cannot work.
+service-preflight:
+	@if [ "$(START_SERVICE)" = yes ]; then \
+	  if [ -n "$(SERVICE_ROOT)" ]; then \
+	    echo "install-service: START_SERVICE=yes with SERVICE_ROOT=$(SERVICE_ROOT): a unit under a prefix cannot be started" >&2; exit 1; fi; \
+	  if [ ! -d /run/systemd/system ]; then \
+	    echo "install-service: systemd is not running as PID 1 here (a container?): cannot install a service." >&2; \
+	    echo "  Run the daemon with 'make run', or check the install with: make install-service SERVICE_ROOT=/tmp/x" >&2; \
+	    exit 1; fi; \
+	  if [ "$$(id -u)" -ne 0 ]; then echo "install-service: needs root" >&2; exit 1; fi; \
+	fi
+
+# On a host with Vagrant and a provider (VirtualBox or libvirt): provision each VM, run the
+# scenario catalogue in it, and fetch its JUnit file to vagrant/results/MACHINE.xml (the rsync
+# synced folder is one way). Every machine is tried; non-zero if any failed.
+vagrant-scenarios:
+	@cd vagrant && mkdir -p results && failed=""; \
+	for m in $(VAGRANT_MACHINES); do \
+	  echo "== $$m: provision"; rm -f results/$$m.xml; \
+	  if ! vagrant up --provision $$m; then failed="$$failed $$m(provision)"; continue; fi; \
+	  echo "== $$m: scenarios"; \
+	  vagrant ssh $$m -c "sudo bash /opt/agent-sensor/vagrant/run-scenarios.sh $$m" || failed="$$failed $$m(scenarios)"; \
+	  if vagrant ssh $$m --no-tty -c "sudo cat /var/lib/agent-sensor/results/$$m.xml" >results/$$m.xml.tmp; then \
+	    mv results/$$m.xml.tmp results/$$m.xml; echo "== $$m: results in vagrant/results/$$m.xml"; \
+	  else rm -f results/$$m.xml.tmp; failed="$$failed $$m(no JUnit file)"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "vagrant-scenarios failed:$$failed" >&2; exit 1; fi; \
+	echo "vagrant-scenarios: all machines passed"
+
+# What can be checked without booting a VM: the Vagrantfile (--ignore-provider: no VirtualBox or
+# libvirt needed) and the shell scripts, vagrant/'s at every severity, the others for warnings
+# and errors (SC2012-style suggestions in them are not failures).
+SHELL_SCRIPTS := .ci/run bpf/setup-kernel-headers.sh
+vagrant-check: check-tools
+	cd vagrant && vagrant validate --ignore-provider
+	shellcheck vagrant/*.sh
+	shellcheck --severity=warning $(SHELL_SCRIPTS)
