@@ -32,6 +32,7 @@ enum event_type {
 	EVENT_INTERFACE = 7,   /* a tracked process used an interface that bypasses the traced syscalls */
 	EVENT_DNS = 8,         /* a tracked process sent or received a message on a socket it pointed at port 53 */
 	EVENT_CWD = 9,         /* a tracked process changed its working directory (chdir/fchdir succeeded) */
+	EVENT_OPENED = 10,     /* a tracked process's open returned a file descriptor */
 	EVENT_TYPE_MAX = 16,
 };
 
@@ -152,6 +153,15 @@ struct open_event {
 	__u16 path_len; /* bytes read including the NUL */
 	__u32 info;     /* enum open_info */
 	char path[SENSOR_PATH_MAX];
+};
+
+/* Sent at the exit of an open that succeeded, after that open's EVENT_OPEN (same thread): user
+ * space learns which file each fd is, so a name relative to a directory fd (unlinkat(fd, ...),
+ * shutil.rmtree) still resolves after the process is gone. */
+struct opened_event {
+	struct event_header hdr;
+	__s32 fd;
+	__u32 reserved;
 };
 
 /* Variable length: only offsetof(path) + path_len bytes are sent. User space follows each

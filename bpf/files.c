@@ -118,20 +118,20 @@ static __always_inline int trace_open(int dirfd, const char *filename, u32 flags
 	return 0;
 }
 
-/* Second half of an open whose name was unreadable at entry. An untracked process pays one
- * lookup in a map that is almost always empty. A name still unreadable now (a bad pointer: the
- * open failed with EFAULT) is sent empty. */
-static __always_inline int retry_open(void)
+/* Second half of an open whose name was unreadable at entry (sent now, before its result), and
+ * the result: the fd, for user space's table of each process's open files. An untracked process
+ * pays the one tracked lookup. A name still unreadable now (a bad pointer: the open failed
+ * with EFAULT) is sent empty. */
+static __always_inline int finish_open(long ret)
 {
+	struct tracked_proc *t = current_tracked();
+	if (!t)
+		return 0;
+	u32 zero = 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct open_retry *retry = open_retries.lookup(&tid);
-	if (!retry)
-		return 0;
-
-	u32 zero = 0;
-	struct tracked_proc *t = current_tracked();
 	struct open_event *e = open_scratch.lookup(&zero);
-	if (t && e) {
+	if (retry && e) {
 		fill_header(&e->hdr, EVENT_OPEN, t->slot);
 		e->hdr.ktime_ns = retry->ktime_ns;
 		e->dirfd = retry->dirfd;
@@ -142,7 +142,13 @@ static __always_inline int retry_open(void)
 		const char *filename = (const char *)retry->filename;
 		send_open(t, e, filename, bpf_probe_read_user_str(e->path, sizeof(e->path), filename));
 	}
-	open_retries.delete(&tid);
+	if (retry)
+		open_retries.delete(&tid);
+	if (ret < 0)
+		return 0;
+	struct opened_event o = {.fd = ret};
+	fill_header(&o.hdr, EVENT_OPENED, t->slot);
+	emit(&o, sizeof(o), EVENT_OPENED);
 	return 0;
 }
 
@@ -178,27 +184,27 @@ int on_sys_enter_creat(struct tracepoint__syscalls__sys_enter_creat *args)
 
 int on_sys_exit_openat(struct tracepoint__syscalls__sys_exit_openat *args)
 {
-	return retry_open();
+	return finish_open(args->ret);
 }
 
 #ifdef HAVE_sys_exit_openat2
 int on_sys_exit_openat2(struct tracepoint__syscalls__sys_exit_openat2 *args)
 {
-	return retry_open();
+	return finish_open(args->ret);
 }
 #endif
 
 #ifdef HAVE_sys_exit_open
 int on_sys_exit_open(struct tracepoint__syscalls__sys_exit_open *args)
 {
-	return retry_open();
+	return finish_open(args->ret);
 }
 #endif
 
 #ifdef HAVE_sys_exit_creat
 int on_sys_exit_creat(struct tracepoint__syscalls__sys_exit_creat *args)
 {
-	return retry_open();
+	return finish_open(args->ret);
 }
 #endif
 

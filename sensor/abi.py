@@ -31,6 +31,7 @@ class EventType(enum.IntEnum):
     INTERFACE = 7
     DNS = 8
     CWD = 9
+    OPENED = 10
 
 
 class OpenSyscall(enum.IntEnum):
@@ -132,6 +133,14 @@ class ForkEvent(ctypes.Structure):
 
 class ExitEvent(ctypes.Structure):
     _fields_ = [("hdr", EventHeader)]
+
+
+class OpenedEvent(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("fd", ctypes.c_int32),
+        ("reserved", ctypes.c_uint32),
+    ]
 
 
 class CwdEvent(ctypes.Structure):
@@ -300,6 +309,7 @@ STRUCTS = {
     "exit_event": ExitEvent,
     "open_event": OpenEvent,
     "cwd_event": CwdEvent,
+    "opened_event": OpenedEvent,
     "connect_event": ConnectEvent,
     "dns_event": DnsEvent,
     "dns_name_key": DnsNameKey,

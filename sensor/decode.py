@@ -82,6 +82,14 @@ class OpenEvent:
 
 
 @dataclass(frozen=True)
+class OpenedEvent:
+    """The fd an open returned; the open is the thread's last OpenEvent."""
+    hdr: Header
+    fd: int
+    kind: str = field(default="opened", init=False)
+
+
+@dataclass(frozen=True)
 class CwdEvent:
     """A successful chdir (path, relative to the old cwd) or fchdir (fd, path empty)."""
     hdr: Header
@@ -156,7 +164,7 @@ class DnsEvent:
         return endpoint(self.peer, self.peer_port)
 
 
-Event = ExecEvent | ForkEvent | ExitEvent | OpenEvent | ConnectEvent | FileChangeEvent | InterfaceEvent | DnsEvent | CwdEvent
+Event = ExecEvent | ForkEvent | ExitEvent | OpenEvent | ConnectEvent | FileChangeEvent | InterfaceEvent | DnsEvent | CwdEvent | OpenedEvent
 
 
 def _text(raw: bytes) -> str:
@@ -232,6 +240,11 @@ def _decode_open(data: bytes) -> OpenEvent:
     )
 
 
+def _decode_opened(data: bytes) -> OpenedEvent:
+    raw = _fixed(abi.OpenedEvent, data)
+    return OpenedEvent(hdr=_header(raw.hdr), fd=raw.fd)
+
+
 def _decode_cwd(data: bytes) -> CwdEvent:
     raw, path_bytes = _with_path(abi.CwdEvent, "cwd_event", data)
     return CwdEvent(hdr=_header(raw.hdr), fd=raw.fd, path=_text(path_bytes))
@@ -305,6 +318,7 @@ _DECODERS = {
     abi.EventType.EXIT: _decode_exit,
     abi.EventType.OPEN: _decode_open,
     abi.EventType.CWD: _decode_cwd,
+    abi.EventType.OPENED: _decode_opened,
     abi.EventType.CONNECT: _decode_connect,
     abi.EventType.FILE_CHANGE: _decode_change,
     abi.EventType.INTERFACE: _decode_interface,

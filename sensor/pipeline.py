@@ -21,7 +21,7 @@ from . import enforce
 from .alerts import AlertBus, build_alert, complete_action, log_line
 from .correlate import Target, decide
 from .decode import (ConnectEvent, CwdEvent, DecodeError, DnsEvent, Event, ExecEvent, ExitEvent, FileChangeEvent, ForkEvent,
-                     InterfaceEvent, OpenEvent, decode)
+                     InterfaceEvent, OpenEvent, OpenedEvent, decode)
 from . import dns_names
 from .incidents import Incident, IncidentStore
 from .kernel_rules import KernelPolicy, compile_policy, kernel_address, learned_destination
@@ -203,6 +203,8 @@ class Pipeline:
             self.table.on_fork(event)
         elif isinstance(event, CwdEvent):
             self.table.on_cwd(event)
+        elif isinstance(event, OpenedEvent):
+            self.table.on_opened(event)
         elif isinstance(event, ExitEvent):
             self._on_exit(event)
         elif isinstance(event, DnsEvent):
@@ -384,7 +386,9 @@ class Pipeline:
 
     def _target(self, event: Event) -> Target | None:
         if isinstance(event, OpenEvent) and event.path:
-            return self.table.resolve(event.hdr.pid, event.path, event.dirfd)
+            target = self.table.resolve(event.hdr.pid, event.path, event.dirfd)
+            self.table.note_open(event.hdr.tid, target)
+            return target
         if isinstance(event, ExecEvent) and event.filename:
             return self.table.resolve(event.hdr.pid, event.filename, event.dirfd)
         if isinstance(event, ConnectEvent) and event.family == socket.AF_UNIX and event.address[:1] not in ("", "@"):

@@ -13,11 +13,13 @@ import psutil
 
 from .correlate import Target
 from .abi import FileOp
-from .decode import AT_FDCWD, CwdEvent, ExecEvent, FileChangeEvent, ForkEvent
+from .decode import AT_FDCWD, CwdEvent, ExecEvent, OpenedEvent, FileChangeEvent, ForkEvent
 from .profiles import Profile, ProcessFacts
 from .secret_files import file_id
 
 EXITED_KEPT = 4096  # exited processes remembered for the ancestry of later alerts
+FDS_KEPT = 1024     # open files remembered per process (the oldest are forgotten first)
+OPENING_KEPT = 4096  # opens waiting for their result, by thread
 
 
 @dataclass
@@ -43,6 +45,7 @@ class ProcessInfo:
     uid: int | None
     start_ticks: int | None     # /proc/<pid>/stat starttime: tells a process from a reused pid
     cwd: str | None = None      # followed through fork and chdir events; None: ask /proc
+    fds: dict[int, str] = field(default_factory=dict)  # fd -> file, from open results (bounded)
     agent: AgentInstance | None = None
     exited: bool = False
     children: set[int] = field(default_factory=set)
@@ -99,6 +102,7 @@ class ProcessTable:
     def __init__(self) -> None:
         self._live: dict[int, ProcessInfo] = {}
         self._exited: OrderedDict[int, ProcessInfo] = OrderedDict()
+        self._opening: dict[int, str] = {}  # tid -> canonical path of its open in progress
 
     # -- lookups ---------------------------------------------------------------------------
     def get(self, pid: int) -> ProcessInfo | None:
@@ -166,6 +170,22 @@ class ProcessTable:
             info.cwd = _readlink(f"/proc/{info.pid}/fd/{event.fd}")
         return info
 
+    def note_open(self, tid: int, target: Target) -> None:
+        """The thread's open in progress: its result (on_opened) says which fd it became."""
+        self._opening[tid] = target.canonical
+        while len(self._opening) > OPENING_KEPT:
+            self._opening.pop(next(iter(self._opening)))
+
+    def on_opened(self, event: OpenedEvent) -> None:
+        path = self._opening.pop(event.hdr.tid, None)
+        info = self.get(event.hdr.pid)
+        if path is None or info is None:
+            return
+        info.fds.pop(event.fd, None)  # re-inserted last: the oldest entries go first
+        info.fds[event.fd] = path
+        while len(info.fds) > FDS_KEPT:
+            info.fds.pop(next(iter(info.fds)))
+
     def on_exec(self, event: ExecEvent) -> ProcessInfo:
         info = self.lookup(event.hdr.pid)
         program = self.resolve(event.hdr.pid, event.filename, event.dirfd).canonical if event.filename else ""
@@ -203,6 +223,8 @@ class ProcessTable:
             info = self.get(pid)
             if dirfd == AT_FDCWD and info is not None and info.cwd:
                 base = info.cwd  # as of this event: /proc shows the cwd of now
+            elif dirfd != AT_FDCWD and info is not None and dirfd in info.fds:
+                base = info.fds[dirfd]  # the same: the fd may be closed, or the process gone
             else:
                 base = _readlink(f"/proc/{pid}/cwd" if dirfd == AT_FDCWD else f"/proc/{pid}/fd/{dirfd}")
                 if base is not None and dirfd == AT_FDCWD and info is not None:

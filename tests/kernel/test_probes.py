@@ -292,6 +292,18 @@ def test_successful_chdir_and_fchdir_are_reported_in_order(spawn, tracker, event
     assert cwd == [(AT_FDCWD, str(tmp_path)), (AT_FDCWD, "sub"), (fd, "")]
 
 
+def test_a_successful_open_reports_its_fd_after_the_open(spawn, tracker, events, tmp_path):
+    def opens(ch):
+        fd = os.open(tmp_path, os.O_RDONLY)
+        ch.send(str(fd).encode())
+        try_open(str(tmp_path / "missing"))  # fails: no fd to report
+
+    child, _, evs = run_tracked(spawn, tracker, events, opens)
+    fd = child.recv_int()
+    kinds = [(e.kind, getattr(e, "path", getattr(e, "fd", None))) for e in evs if e.kind in ("open", "opened")]
+    assert kinds[-3:] == [("open", str(tmp_path)), ("opened", fd), ("open", str(tmp_path / "missing"))]
+
+
 def test_path_longer_than_path_max_is_truncated(spawn, tracker, events):
     path = "/" + "L" * 5000  # the kernel refuses it (ENAMETOOLONG) after the probe saw it
     _, _, evs = run_tracked(spawn, tracker, events, lambda ch: try_open(path))
@@ -600,7 +612,7 @@ def test_fork_after_failed_thread_clone_is_still_tracked(sensor_bpf, spawn, trac
 def test_exec(sensor_bpf, spawn, tracker, events):
     child, slot, evs = run_tracked(spawn, tracker, events,
                                    lambda ch: os.execv(TRUE, [TRUE, "a", "b"]))
-    assert [e.kind for e in evs if e.kind != "open"] == ["exec", "exit"]  # opens: the loader's
+    assert [e.kind for e in evs if e.kind not in ("open", "opened")] == ["exec", "exit"]  # opens: the loader's
     exe, exit_ = evs[0], evs[-1]
     assert exe.filename == TRUE and exe.argv == (TRUE, "a", "b")
     assert exe.flags == 0 and not exe.agent_start
@@ -687,7 +699,7 @@ def test_exec_from_a_thread(sensor_bpf, spawn, tracker, events):
     (exe,) = of_kind(evs, "exec")
     assert (exe.hdr.pid, exe.hdr.tid, exe.old_tid, exe.hdr.slot) == (child.pid, child.pid, tid, slot)
     assert exe.argv == (TRUE, "from-thread")
-    assert [e.kind for e in evs if e.kind != "open"] == ["exec", "exit"]  # no EXIT for the old leader
+    assert [e.kind for e in evs if e.kind not in ("open", "opened")] == ["exec", "exit"]  # no EXIT for the old leader
 
 
 def test_failed_exec_emits_nothing(sensor_bpf, spawn, tracker, events):
@@ -918,8 +930,8 @@ def test_counters(sensor_bpf, spawn, tracker, events):
     seen = {k: len(of_kind(evs, k)) for k in kinds}
     expected = {"exec": 1, "fork": 1, "exit": 2, "connect": 1}
     assert {k: seen[k] for k in expected} == expected
-    assert seen["open"] >= 1
-    assert all(n == 0 for k, n in seen.items() if k not in expected and k != "open"), seen
+    assert seen["open"] >= 1 and seen["opened"] >= 1
+    assert all(n == 0 for k, n in seen.items() if k not in expected and k not in ("open", "opened")), seen
     for kind in kinds:
         assert emitted1[kind] - emitted0[kind] >= seen[kind], kind
         assert isinstance(dropped1[kind], int) and dropped1[kind] >= dropped0[kind] >= 0, kind

@@ -12,7 +12,7 @@ import pytest
 
 import sensor.processes as processes_mod
 from sensor.correlate import Target
-from sensor.decode import AT_FDCWD, CwdEvent, ForkEvent, Header
+from sensor.decode import AT_FDCWD, CwdEvent, ForkEvent, Header, OpenedEvent
 from sensor.processes import ProcessTable, start_ticks
 
 PYTHON = sys.executable
@@ -347,3 +347,18 @@ def test_lookup_of_a_reused_pid_describes_the_live_process():
     assert not info.exited
     assert info.start_ticks == start_ticks(os.getpid())
     assert info.exe == os.readlink("/proc/self/exe")
+
+
+def test_a_directory_fd_resolves_from_the_open_that_made_it_after_the_process_is_gone(base, sleeper):
+    """shutil.rmtree unlinks names relative to directory fds; the process may be gone before
+    user space reads /proc/PID/fd: the open's result event says which directory the fd is."""
+    (base / "build").mkdir()
+    table = ProcessTable()
+    table.lookup(sleeper.pid)
+    table.note_open(sleeper.pid, table.resolve(sleeper.pid, str(base / "build")))
+    table.on_opened(OpenedEvent(hdr=hdr(sleeper.pid), fd=7))
+    sleeper.kill()
+    sleeper.wait()
+    table.on_exit(sleeper.pid)
+    assert table.resolve(sleeper.pid, "lib", 7).literal == str(base / "build/lib")
+    assert table.resolve(sleeper.pid, "lib", 8).resolved is False  # an fd never seen is not guessed
