@@ -87,8 +87,14 @@ scenario-deps:
 	    @modelcontextprotocol/server-filesystem@$(MCP_FS_VERSION) && touch $(MCP_FS_STAMP); \
 	fi
 
+# The daemon loads only profiles root owns and nobody else may write; a checkout may belong to a
+# user, so the profiles are copied (root:root, 0644) to a directory of the daemon's first.
+RUN_PROFILES := /var/lib/agent-sensor/profiles.make-run
 run: setup
-	$(VENV)/bin/agent-sensor run --profiles $(PROFILES) $(if $(LISTEN),--listen $(LISTEN))
+	@install -d -m 755 -o root -g root $(RUN_PROFILES) && rm -f $(RUN_PROFILES)/*.yaml $(RUN_PROFILES)/*.yml && \
+	  install -m 644 -o root -g root $(wildcard $(PROFILES)/*.yaml $(PROFILES)/*.yml) $(RUN_PROFILES)/ && \
+	  echo "profiles from $(PROFILES), copied to $(RUN_PROFILES)"
+	$(VENV)/bin/agent-sensor run --profiles $(RUN_PROFILES) $(if $(LISTEN),--listen $(LISTEN))
 
 test: setup check-tools scenario-deps
 	$(PY) -m pytest -ra $(PYTEST_ARGS)

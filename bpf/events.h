@@ -62,6 +62,9 @@ enum interface {
 	INTERFACE_PROCESS_VM = 4,   /* process_vm_readv/writev: another process's memory */
 	INTERFACE_PTRACE = 8,       /* ptrace: another process's memory, registers, syscalls */
 	INTERFACE_PIDFD_GETFD = 16, /* pidfd_getfd: another process's open files and sockets */
+	INTERFACE_BPF = 32,         /* bpf(): loading, attaching, detaching BPF programs, reading maps */
+	/* Not an interface a profile can allow: the sensor defending itself. */
+	INTERFACE_SENSOR = 64,      /* kill/tkill/tgkill/pidfd_open aimed at the sensor, or a write to its files */
 };
 
 enum open_info {
@@ -255,7 +258,15 @@ struct interface_event {
 	struct event_header hdr;
 	__u32 interface;  /* enum interface */
 	__u32 allowed;    /* the profile lists it */
-	__s32 target_pid; /* ptrace, process_vm_*, pidfd_getfd: the other process; -1 otherwise */
+	__s32 target_pid; /* ptrace, process_vm_*, pidfd_getfd, a signal: the other process; -1 otherwise */
+	__u32 signal;     /* INTERFACE_SENSOR by a signal: its number; 0 otherwise */
+};
+
+/* The sensor's own process (set by user space at start): what tracked agents must not touch. */
+struct sensor_self {
+	__u32 tgid;
+	__u32 pgid;
+	__u32 enforce; /* 0 with --audit-only: report, never act */
 	__u32 reserved;
 };
 

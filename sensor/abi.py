@@ -47,6 +47,8 @@ class Interface(enum.IntFlag):
     PROCESS_VM = 4
     PTRACE = 8
     PIDFD_GETFD = 16
+    BPF = 32
+    SENSOR = 64
 
 
 class FileOp(enum.IntEnum):
@@ -139,6 +141,15 @@ class OpenedEvent(ctypes.Structure):
     _fields_ = [
         ("hdr", EventHeader),
         ("fd", ctypes.c_int32),
+        ("reserved", ctypes.c_uint32),
+    ]
+
+
+class SensorSelf(ctypes.Structure):
+    _fields_ = [
+        ("tgid", ctypes.c_uint32),
+        ("pgid", ctypes.c_uint32),
+        ("enforce", ctypes.c_uint32),
         ("reserved", ctypes.c_uint32),
     ]
 
@@ -247,7 +258,7 @@ class InterfaceEvent(ctypes.Structure):
         ("interface", ctypes.c_uint32),
         ("allowed", ctypes.c_uint32),
         ("target_pid", ctypes.c_int32),
-        ("reserved", ctypes.c_uint32),
+        ("signal", ctypes.c_uint32),
     ]
 
 
@@ -310,6 +321,7 @@ STRUCTS = {
     "open_event": OpenEvent,
     "cwd_event": CwdEvent,
     "opened_event": OpenedEvent,
+    "sensor_self": SensorSelf,
     "connect_event": ConnectEvent,
     "dns_event": DnsEvent,
     "dns_name_key": DnsNameKey,

@@ -6,12 +6,10 @@ carries file contents: only names, addresses and process metadata."""
 
 from __future__ import annotations
 
-import itertools
 import queue
 import socket
 import threading
 import time
-from collections import deque
 
 from google.protobuf.json_format import MessageToDict
 
@@ -30,6 +28,7 @@ RULE_KINDS = {
     RuleKind.EXEC: pb.RULE_KIND_EXEC,
     RuleKind.INTERFACE: pb.RULE_KIND_INTERFACE,
     RuleKind.CONTAINER_RUNTIME: pb.RULE_KIND_CONTAINER_RUNTIME,
+    RuleKind.SENSOR_TAMPER: pb.RULE_KIND_SENSOR_TAMPER,
 }
 ACTION_KINDS = {"alert": pb.ACTION_KIND_ALERT, "kill": pb.ACTION_KIND_KILL,
                 "quarantine": pb.ACTION_KIND_QUARANTINE}
@@ -115,48 +114,73 @@ def log_line(alert: pb.Alert) -> str:
 
 
 class Subscription:
-    """One consumer's bounded queue: a slow consumer loses its own alerts (counted), never
-    slows the sensor or other consumers."""
+    """One consumer's bounded queue: a slow consumer never slows the sensor or other consumers.
+    When its queue overflows it is marked, and its stream catches up from the spool."""
 
     def __init__(self, wants):
         self.wants = wants
         self.queue: queue.Queue[pb.Alert] = queue.Queue(maxsize=CONSUMER_QUEUE)
-        self.missed = 0
+        self.overflowed = False
+        self.overflows = 0  # times it fell behind (and caught up from the spool)
 
     def offer(self, alert: pb.Alert) -> None:
-        if not self.wants(alert):
+        if not self.wants(alert) or self.overflowed:
             return
         try:
             self.queue.put_nowait(alert)
         except queue.Full:
-            self.missed += 1
+            self.overflowed = True
+            self.overflows += 1
 
 
 class AlertBus:
-    def __init__(self) -> None:
+    """Alerts get their id from the spool (sensor/export/spool.py), are stored there before the
+    action (and again after it), and only then are offered to consumers."""
+
+    def __init__(self, spool) -> None:
+        self.spool = spool
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._history: deque[pb.Alert] = deque(maxlen=HISTORY)
         self._subscribers: list[Subscription] = []
         self.published = 0
+        self.catch_ups = 0
+        self.last_published = spool.last_id()
 
     def next_id(self) -> int:
-        return next(self._ids)
+        return self.spool.reserve()
+
+    def stage(self, alert: pb.Alert) -> None:
+        """Stored before the action is taken: a daemon killed mid-action still has the alert."""
+        self.spool.store(alert)
 
     def publish(self, alert: pb.Alert) -> None:
+        self.spool.store(alert)
         with self._lock:
-            self._history.append(alert)
             self.published += 1
+            self.last_published = max(self.last_published, alert.id)
             for sub in self._subscribers:
                 sub.offer(alert)
 
-    def subscribe(self, wants, backlog: int) -> tuple[Subscription, list[pb.Alert]]:
-        """Atomically: the last `backlog` matching alerts, and a subscription for every later one."""
+    def subscribe(self, wants, backlog: int, since_id: int | None = None) -> tuple[Subscription, list[pb.Alert]]:
+        """Atomically: the alerts already published that the consumer wants (after since_id; or
+        the last `backlog` of them), and a subscription for every later one."""
         with self._lock:
             sub = Subscription(wants)
             self._subscribers.append(sub)
-            recent = [a for a in self._history if wants(a)][-backlog:] if backlog else []
-            return sub, recent
+            until = self.last_published
+        if since_id is not None:
+            return sub, [a for a in self.spool.after(since_id, until) if wants(a)]
+        recent = [a for a in self.spool.after(max(0, until - HISTORY), until) if wants(a)]
+        return sub, recent[-backlog:] if backlog else []
+
+    def catch_up(self, sub: Subscription, last_sent: int) -> list[pb.Alert]:
+        """An overflowed subscription's missed alerts, from the spool; it is live again after."""
+        with self._lock:
+            while not sub.queue.empty():
+                sub.queue.get_nowait()
+            sub.overflowed = False
+            self.catch_ups += 1
+            until = self.last_published
+        return [a for a in self.spool.after(last_sent, until) if sub.wants(a)]
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:

@@ -87,7 +87,9 @@ PROBES = (
         "rename", "renameat", "renameat2", "unlink", "unlinkat", "chmod", "fchmodat", "fchmodat2", "fchmod",
         "chown", "lchown", "fchownat", "fchown", "truncate", "ftruncate", "link", "linkat", "symlink",
         "symlinkat", "io_uring_setup", "io_uring_enter", "io_uring_register", "name_to_handle_at",
-        "open_by_handle_at", "process_vm_readv", "process_vm_writev", "ptrace", "pidfd_getfd")),
+        "open_by_handle_at", "process_vm_readv", "process_vm_writev", "ptrace", "pidfd_getfd", "bpf", "pidfd_open")),
+    # Signals aimed at the sensor (interfaces.c).
+    *(TracepointProbe("syscalls", f"sys_enter_{name}", True) for name in ("kill", "tkill", "tgkill")),
 )
 # Optional probes are compiled only when present (bcc generates the argument struct from the
 # tracepoint's format file, which a kernel without the tracepoint does not have).
@@ -205,6 +207,15 @@ class SensorBPF:
         table = self.bpf[b"tracked"]
         table[ctypes.c_uint32(pid)] = abi.TrackedProc(slot=slot, root_pid=root_pid, flags=flags)
 
+    def aimed_at_sensor(self, pid: int) -> bool:
+        """Did tracked process pid aim a signal or pidfd at the sensor (bpf/interfaces.c)? Asked
+        once per signal taken: the note is removed."""
+        try:
+            del self.bpf[b"sensor_attackers"][ctypes.c_uint32(pid)]
+            return True
+        except KeyError:
+            return False
+
     def untrack(self, pid: int) -> None:
         try:
             del self.bpf[b"tracked"][ctypes.c_uint32(pid)]
@@ -275,6 +286,20 @@ class SensorBPF:
     def forget_dns(self, root_pid: int) -> None:
         """The agent run ended: drop what its answers left pending, matches inside other data too."""
         self.dns_judged(root_pid, [bytes(k.addr) for k in self.bpf[b"dns_pending"].keys() if k.root_pid == root_pid])
+
+    def protect_self(self, enforce: bool) -> None:
+        """Tell the kernel which process is the sensor (and its threads now: call again as
+        threads come and go), so tracked agents aiming at it are caught (interfaces.c)."""
+        pid = os.getpid()
+        self.bpf[b"sensor_self_map"][ctypes.c_int(0)] = abi.SensorSelf(tgid=pid, pgid=os.getpgid(0),
+                                                                         enforce=int(enforce))
+        tasks = self.bpf[b"sensor_tasks"]
+        now = {int(t) for t in os.listdir("/proc/self/task")}
+        for old in [k.value for k in tasks.keys()]:
+            if old not in now:
+                del tasks[ctypes.c_uint32(old)]
+        for tid in now:
+            tasks[ctypes.c_uint32(tid)] = ctypes.c_uint32(1)
 
     def clear_policy(self, slot: int) -> None:
         """Stop enforcing for a slot and drop its rules (switch first, then the rules)."""

@@ -61,15 +61,24 @@ def main() -> None:
               "HOST:PORT listens on TCP without authentication: keep it on loopback.")
 @click.option("--audit-only", is_flag=True, help="Enforce nothing: every kill or quarantine becomes an alert "
               "saying what would have been done (for rolling out profiles).")
+@click.option("--spool", type=click.Path(dir_okay=False, path_type=Path), default=Path("/var/lib/agent-sensor/alerts.db"),
+              show_default=True, help="SQLite file every alert is stored in before anyone is told of it.")
+@click.option("--spool-max-mb", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Oldest alerts are pruned beyond this size.")
+@click.option("--spool-max-days", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Alerts older than this are pruned.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-def run(profile_paths, listen, audit_only, verbose) -> None:
+def run(profile_paths, listen, audit_only, spool, spool_max_mb, spool_max_days, verbose) -> None:
     """Run the sensor daemon in the foreground (root). Logs one line per alert.
 
     Stops on SIGTERM or Ctrl-C, detaching every BPF program."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    from .daemon import Daemon, StartupError
-    daemon = Daemon(list(profile_paths), list(listen), audit_only)
+    from .daemon import Daemon, StartupError, block_stop_signals
+    from .export.spool import Retention
+    block_stop_signals()
+    daemon = Daemon(list(profile_paths), list(listen), audit_only, spool,
+                    Retention(max_bytes=spool_max_mb * 1024 * 1024, max_age_s=spool_max_days * 86400))
     try:
         daemon.start()
     except StartupError as exc:
@@ -110,13 +119,15 @@ def exec_(profile, server, cmd) -> None:
 @click.option("--rule", "rules", multiple=True, type=click.Choice(sorted(RULE_KIND_NAMES)),
               help="Only alerts of this rule kind (repeatable).")
 @click.option("--backlog", default=1000, show_default=True, help="Recent alerts to show first.")
-def alerts(server, follow, as_json, agents, rules, backlog) -> None:
-    """Print alerts from the daemon: recent ones, then new ones with --follow."""
+@click.option("--since-id", type=click.IntRange(min=0), default=None,
+              help="Instead of --backlog: every stored alert after this id (the last one you saw), in order.")
+def alerts(server, follow, as_json, agents, rules, backlog, since_id) -> None:
+    """Print alerts from the daemon: recent ones (or all after --since-id), then new ones with --follow."""
     from .alerts import alert_to_dict, log_line
     try:
         with _client(server) as client:
             for alert in client.alerts(follow=follow, backlog=backlog, agents=agents,
-                                       rule_kinds=[RULE_KIND_NAMES[r] for r in rules]):
+                                       rule_kinds=[RULE_KIND_NAMES[r] for r in rules], since_id=since_id):
                 if as_json:
                     import orjson
                     sys.stdout.buffer.write(orjson.dumps(alert_to_dict(alert)) + b"\n")

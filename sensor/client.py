@@ -58,7 +58,10 @@ class SensorClient:
     def kill_incident(self, incident_id: str) -> pb.Incident:
         return self._stub.KillIncident(pb.IncidentRequest(id=incident_id), timeout=self.timeout)
 
-    def alerts(self, follow: bool = False, backlog: int = 1000, agents=(), rule_kinds=()) -> Iterator[pb.Alert]:
+    def alerts(self, follow: bool = False, backlog: int = 1000, agents=(), rule_kinds=(),
+               since_id: int | None = None) -> Iterator[pb.Alert]:
+        """Recent alerts (or, with since_id, every stored alert after it, in order, once), then
+        new ones with follow. A consumer that reconnects with the last id it saw misses nothing."""
         request = pb.StreamAlertsRequest(agents=list(agents), rule_kinds=list(rule_kinds),
-                                         follow=follow, backlog=backlog)
+                                         follow=follow, backlog=backlog, since_id=since_id)
         return self._stub.StreamAlerts(request, timeout=None if follow else self.timeout)

@@ -27,6 +27,7 @@ class RuleKind(str, enum.Enum):
     EXEC = "exec"
     INTERFACE = "interface"
     CONTAINER_RUNTIME = "container_runtime"
+    SENSOR_TAMPER = "sensor_tamper"
 
 
 @dataclass(frozen=True)
@@ -180,10 +181,17 @@ INTERFACE_WHY = {
     "process_vm": "reads or writes another process's memory",
     "ptrace": "controls another process and reads its memory",
     "pidfd_getfd": "takes another process's open files and sockets",
+    "bpf": "loads, attaches or detaches BPF programs (the sensor's own machinery)",
 }
 
 
 def _decide_interface(event: InterfaceEvent, profile: Profile) -> Verdict | None:
+    if event.name == "sensor":
+        # Whatever the profile says: an agent that can switch the sensor off is not watched.
+        how = f"sent signal {event.signal} to" if event.signal else "opened a pidfd of"
+        whom = "every process" if event.target_pid == -1 else f"pid {event.target_pid}"
+        return Verdict(kind=RuleKind.SENSOR_TAMPER, rule="sensor", pattern="",
+                       reason=f"{how} {whom}, the sensor itself", action="kill", target=whom)
     if event.name in profile.interfaces:
         return None
     other = f" (pid {event.target_pid})" if event.target_pid > 0 else ""

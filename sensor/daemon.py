@@ -19,13 +19,22 @@ from . import __version__, probes
 from ._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .alerts import AlertBus
 from .bpf_loader import LoadError, SensorBPF
+from .export.spool import AlertSpool, Retention, SpoolError
 from .pipeline import Pipeline, kernel_exec_paths
-from .profiles import ProfileError, load_profiles
+from .profiles import ProfileError, load_profiles, ownership_problems
 from .source import DrainedRingBuffer
 
 log = logging.getLogger("agent-sensor")
 DEFAULT_LISTEN = "unix:///run/agent-sensor/sensor.sock"
+DEFAULT_SPOOL = Path("/var/lib/agent-sensor/alerts.db")
 POLL_MS = 100
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+PROTECT_REFRESH_S = 5.0
+
+
+def block_stop_signals() -> None:
+    """Before any thread starts: stop signals stay pending until Daemon.run takes them."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 class StartupError(RuntimeError):
@@ -33,11 +42,14 @@ class StartupError(RuntimeError):
 
 
 class Daemon:
-    def __init__(self, profile_paths: list[str], listen: list[str], audit_only: bool = False):
+    def __init__(self, profile_paths: list[str], listen: list[str], audit_only: bool = False,
+                 spool_path: Path = DEFAULT_SPOOL, retention: Retention = Retention()):
         self.profile_paths = profile_paths
         self.audit_only = audit_only
         self.listen = listen or [DEFAULT_LISTEN]
-        self.bus = AlertBus()
+        self.spool_path = spool_path
+        self.retention = retention
+        self.bus: AlertBus | None = None
         self.stopping = threading.Event()
         self.started = time.time_ns()
         self.capabilities: list[probes.Capability] = []
@@ -49,10 +61,17 @@ class Daemon:
 
     # -- start-up --------------------------------------------------------------------------
     def start(self) -> None:
+        unsafe = ownership_problems(self.profile_paths)
+        if unsafe:
+            raise StartupError("profiles others could change, nothing started:\n" + "\n".join(map(str, unsafe)))
         try:
             profiles = load_profiles(self.profile_paths)
         except ProfileError as exc:
             raise StartupError(f"invalid profiles, nothing started:\n{exc}") from exc
+        try:
+            self.bus = AlertBus(AlertSpool(self.spool_path, self.retention))
+        except SpoolError as exc:
+            raise StartupError(f"{exc}: give another place with --spool") from exc
         self.capabilities = probes.probe_all()
         missing = [c for c in self.capabilities if c.name in ("root", "bcc", "tracefs", "kernel_headers", "ring_buffer")
                    and not c.available]
@@ -70,6 +89,7 @@ class Daemon:
             self.capabilities += self.bpf.load()
         except LoadError as exc:
             raise StartupError(str(exc)) from exc
+        self.bpf.protect_self(enforce=not self.audit_only)
         for cap in self.capabilities:
             if cap.name.startswith("tracepoint") and not cap.available:
                 log.warning("%s: %s", cap.name, cap.detail)
@@ -109,14 +129,27 @@ class Daemon:
         for address in self.listen:
             if not address.startswith("unix:"):
                 log.warning("API on %s is a TCP port without authentication: keep it on loopback", address)
+        self.bpf.protect_self(enforce=not self.audit_only)  # the API's threads too
         log.info("agent-sensor %s running; API on %s", __version__, ", ".join(self.listen))
 
     def run(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stopping.set())
+        """Judge events until a stop signal (blocked in every thread by block_stop_signals, so it
+        is taken here with its sender: an agent's SIGTERM does not stop the sensor)."""
+        protected_at = time.monotonic()
         while not self.stopping.is_set():
             for data in self.source.read(POLL_MS):
                 self.pipeline.handle(data)
+            info = signal.sigtimedwait(STOP_SIGNALS, 0)
+            if info is not None:
+                if self.bpf.aimed_at_sensor(info.si_pid):
+                    log.warning("pid %d, a tracked agent, sent signal %d to the sensor: ignored", info.si_pid,
+                                info.si_signo)
+                else:
+                    log.info("signal %d from pid %d: stopping", info.si_signo, info.si_pid)
+                    self.stopping.set()
+            if time.monotonic() - protected_at > PROTECT_REFRESH_S:  # threads come and go
+                self.bpf.protect_self(enforce=not self.audit_only)
+                protected_at = time.monotonic()
         while batch := self.source.read(0):  # what was read before the stop is still judged
             for data in batch:
                 self.pipeline.handle(data)
@@ -168,6 +201,8 @@ class Daemon:
                 events_processed=self.pipeline.counters.events, decode_errors=self.pipeline.counters.decode_errors,
                 handler_errors=self.pipeline.counters.handler_errors,
                 events_backlog=self.source.backlog, backlog_drops=self.source.drops,
+                spool=pb.AlertSpool(path=str(self.spool_path), oldest_id=self.bus.spool.oldest_id(),
+                                    last_id=self.bus.last_published, consumer_catch_ups=self.bus.catch_ups),
                 dns=pb.DnsCounters(addresses_learned=self.pipeline.names.count(),
                                    unparsed=self.pipeline.counters.dns_unparsed,
                                    untrusted=self.pipeline.counters.dns_untrusted,

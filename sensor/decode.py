@@ -138,7 +138,8 @@ class InterfaceEvent:
     hdr: Header
     interface: abi.Interface
     allowed: bool      # the profile lists it (the kernel knew)
-    target_pid: int    # ptrace, process_vm_*, pidfd_getfd: the other process; -1 otherwise
+    target_pid: int    # ptrace, process_vm_*, pidfd_getfd, a signal: the other process; -1 otherwise
+    signal: int = 0    # SENSOR by kill/tkill/tgkill: the signal (0 for pidfd_open)
     kind: str = field(default="interface", init=False)
 
     @property
@@ -295,7 +296,7 @@ def _decode_change(data: bytes) -> FileChangeEvent:
 def _decode_interface(data: bytes) -> InterfaceEvent:
     raw = _fixed(abi.InterfaceEvent, data)
     return InterfaceEvent(hdr=_header(raw.hdr), interface=_enum(abi.Interface, raw.interface, "interface"),
-                          allowed=bool(raw.allowed), target_pid=raw.target_pid)
+                          allowed=bool(raw.allowed), target_pid=raw.target_pid, signal=raw.signal)
 
 
 _DNS_FIXED = abi.DnsEvent.data.offset

@@ -303,6 +303,7 @@ class Pipeline:
             return
         alert = build_alert(self.bus.next_id(), verdict, event, target, agent, process,
                             self.table.ancestry(event.hdr.pid), target2)
+        self.bus.stage(alert)  # durable before the action, which takes time
         self._act(verdict.action, event, agent, alert)
         self.bus.publish(alert)
         log.warning("%s", log_line(alert))

@@ -47,16 +47,29 @@ class Servicer(pb_grpc.SensorServiceServicer):
         def wants(alert: pb.Alert) -> bool:
             return (not names or alert.agent.name in names) and (not kinds or alert.rule.kind in kinds)
 
-        sub, recent = self.daemon.bus.subscribe(wants, request.backlog)
+        since = request.since_id if request.HasField("since_id") else None
+        bus = self.daemon.bus
+        sub, recent = bus.subscribe(wants, request.backlog, since)
+        last = since or 0
         try:
-            yield from recent
+            for alert in recent:
+                yield alert
+                last = alert.id
             while request.follow and context.is_active() and not self.daemon.stopping.is_set():
+                if sub.overflowed:  # this consumer fell behind: serve what it missed from the spool
+                    for alert in bus.catch_up(sub, last):
+                        yield alert
+                        last = alert.id
+                    continue
                 try:
-                    yield sub.queue.get(timeout=STREAM_POLL_S)
+                    alert = sub.queue.get(timeout=STREAM_POLL_S)
                 except queue.Empty:
                     continue
+                if alert.id > last:  # never twice, whatever the order of catch-up and queue
+                    yield alert
+                    last = alert.id
         finally:
-            self.daemon.bus.unsubscribe(sub)
+            bus.unsubscribe(sub)
 
     def GetStatus(self, request, context):
         return self.daemon.status()

@@ -4,7 +4,7 @@ The YAML format is documented in README.md, "Profile reference".
 """
 
 from .globs import PathGlob, TextGlob
-from .loader import default_homes, load_profile_file, load_profiles
+from .loader import default_homes, load_profile_file, load_profiles, ownership_problems
 from .match import ProcessFacts, find_profile, profile_matches
 from .schema import Destination, MatchSelectors, Problem, Profile, ProfileError
 
@@ -19,6 +19,7 @@ __all__ = [
     "ProcessFacts",
     "load_profile_file",
     "load_profiles",
+    "ownership_problems",
     "profile_matches",
     "find_profile",
     "default_homes",

@@ -509,6 +509,25 @@ def _expand_paths(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], 
     return list(unique.values()), problems
 
 
+def ownership_problems(paths: Iterable[str | os.PathLike[str]], owner: int = 0) -> list[Problem]:
+    """Profiles decide what agents may do: the daemon loads only files, and directories, that are
+    owned by `owner` (root) and that nobody else may write (group or others)."""
+    files, _ = _expand_paths(paths)
+    problems = []
+    for path in [Path(p) for p in paths if Path(p).is_dir()] + files:
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # reported by the loader
+        if st.st_uid != owner:
+            problems.append(Problem(os.fspath(path), 1, f"owned by uid {st.st_uid}, not {owner}: "
+                                                        f"fix with chown {owner} {path}"))
+        if st.st_mode & 0o022:
+            problems.append(Problem(os.fspath(path), 1, f"writable by {'group and others' if st.st_mode & 0o022 == 0o022 else 'group' if st.st_mode & 0o020 else 'others'}: "
+                                                        f"fix with chmod go-w {path}"))
+    return problems
+
+
 def load_profiles(
     paths: Iterable[str | os.PathLike[str]], homes: Iterable[str] | None = None
 ) -> list[Profile]:

@@ -22,7 +22,7 @@ ON_VIOLATION_CHOICES = ("alert", "kill", "quarantine")
 RULE_NAMES = ("secrets", "files.read", "files.write", "network.connect", "network.listen", "exec", "interfaces")
 # Kernel interfaces that bypass the traced syscalls (bpf/events.h, enum interface): denied to an
 # agent unless its profile's `interfaces` lists them.
-INTERFACE_NAMES = ("io_uring", "file_handles", "process_vm", "ptrace", "pidfd_getfd")
+INTERFACE_NAMES = ("io_uring", "file_handles", "process_vm", "ptrace", "pidfd_getfd", "bpf")
 # exec_deny violations are `exec` violations: one rule kind, one action.
 DEFAULT_ON_VIOLATION = "alert"
 

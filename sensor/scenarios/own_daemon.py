@@ -19,12 +19,13 @@ class DaemonError(Exception):
 
 
 def start_daemon(run_dir: Path, profiles_dir: Path, *extra: str) -> tuple[subprocess.Popen, str, Path]:
-    """Start it and wait until its API answers; its output goes to run_dir/daemon.log."""
+    """Start it and wait until its API answers; its output goes to run_dir/daemon.log, its alert
+    spool to run_dir/alerts.db (a restart with the same run_dir resumes it)."""
     server = f"unix://{run_dir}/run/sensor.sock"
     log = run_dir / "daemon.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([CLI, "run", "-v", "--profiles", str(profiles_dir), "--listen", server, *extra],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([CLI, "run", "-v", "--profiles", str(profiles_dir), "--listen", server,
+                                 "--spool", str(run_dir / "alerts.db"), *extra], stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + READY_DEADLINE_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:

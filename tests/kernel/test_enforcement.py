@@ -4,7 +4,9 @@ never reached a file or a listener."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -294,11 +296,10 @@ def test_denied_program_never_runs(sensor_bpf, tracker, spawn, policy, tmp_path,
 
 
 SYSCALLS = {"io_uring_setup": 425, "name_to_handle_at": 303, "process_vm_readv": 310, "ptrace": 101,
-            "pidfd_getfd": 438}
+            "pidfd_getfd": 438, "bpf": 321, "tgkill": 234}  # x86_64
 
 
 def _syscall(name: str, *args) -> int:
-    import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
     return libc.syscall(ctypes.c_long(SYSCALLS[name]), *args)
@@ -327,18 +328,20 @@ def _use_interface(name: str, other: int) -> None:
                  ctypes.c_ulong(1), ctypes.c_ulong(0))
     elif name == "ptrace":
         _syscall("ptrace", ctypes.c_long(16), ctypes.c_long(other), None, None)  # PTRACE_ATTACH
+    elif name == "bpf":
+        attr = ctypes.create_string_buffer(128)
+        _syscall("bpf", ctypes.c_int(13), attr, ctypes.c_uint(128))  # BPF_PROG_GET_NEXT_ID: the first step of a detach
 
 
 @pytest.fixture
 def bystander():
-    import subprocess
     proc = subprocess.Popen(["sleep", "60"])
     yield proc.pid
     proc.kill()
     proc.wait()
 
 
-@pytest.mark.parametrize("interface", ["io_uring", "file_handles", "process_vm", "ptrace"])
+@pytest.mark.parametrize("interface", ["io_uring", "file_handles", "process_vm", "ptrace", "bpf"])
 def test_bypassing_interfaces_are_denied_to_agents(sensor_bpf, tracker, spawn, policy, events, interface,
                                                    bystander):
     slot = policy("name: nobypass\non_violation: kill\n")
@@ -503,3 +506,66 @@ def test_only_the_broker_program_may_open_its_secret_in_the_kernel(sensor_bpf, t
         actions = [e.hdr.kernel_action for e in events.seen if getattr(e, "path", "") == str(token)]
         assert actions == [abi.KernelAction.KILL]
         sensor_bpf.forget_doomed(child.pid)
+
+
+
+@pytest.fixture
+def sensor_stand_in():
+    """A process standing in for the sensor: the kernel is told it is the sensor, so an agent's
+    signal to it is a real signal to a real process (never to the test process itself)."""
+    proc = subprocess.Popen(["/usr/bin/sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _point_sensor_at(sensor_bpf, pid: int) -> None:
+    sensor_bpf.bpf[b"sensor_self_map"][ctypes.c_int(0)] = abi.SensorSelf(tgid=pid, pgid=os.getpgid(pid), enforce=1)
+    sensor_bpf.bpf[b"sensor_tasks"][ctypes.c_uint32(pid)] = ctypes.c_uint32(1)
+
+
+@pytest.mark.parametrize("how", ["kill", "tgkill", "pidfd_open"])
+def test_an_agent_aiming_at_the_sensor_is_killed_whatever_its_profile(sensor_bpf, tracker, spawn, policy, events,
+                                                                      sensor_stand_in, how):
+    slot = policy("name: lenient\nfiles:\n  read: [\"/**\"]\non_violation: alert\n")  # alert: yet killed
+    target = sensor_stand_in.pid
+    _point_sensor_at(sensor_bpf, target)
+    try:
+        def aim(ch):
+            if how == "kill":
+                os.kill(target, signal.SIGCONT)  # harmless to sleep, but aimed at the sensor
+            elif how == "tgkill":
+                _syscall("tgkill", ctypes.c_int(target), ctypes.c_int(target), ctypes.c_int(signal.SIGCONT))
+            else:
+                os.close(os.pidfd_open(target))
+
+        child = spawn(aim)
+        tracker.track(child.pid, slot)
+        child.go()
+        assert child.wait() == KILLED
+        evs = events.wait_for([child.pid], lambda evs: any(e.kind == "interface" for e in evs))
+        (used,) = [e for e in evs if e.kind == "interface"]
+        assert used.interface == abi.Interface.SENSOR and used.target_pid == target
+        assert used.signal == (0 if how == "pidfd_open" else signal.SIGCONT)
+        assert used.hdr.kernel_action == abi.KernelAction.KILL
+        sensor_bpf.forget_doomed(child.pid)
+    finally:
+        sensor_bpf.protect_self(enforce=True)  # the test process again
+
+
+def test_signals_elsewhere_and_probes_are_not_tampering(sensor_bpf, tracker, spawn, policy, events, sensor_stand_in,
+                                                       bystander):
+    slot = policy("name: lenient\non_violation: kill\n")
+    _point_sensor_at(sensor_bpf, sensor_stand_in.pid)
+    try:
+        def signal_others(ch):
+            os.kill(bystander, signal.SIGCONT)
+            os.kill(sensor_stand_in.pid, 0)  # does it exist? (no signal is sent)
+
+        child = spawn(signal_others)
+        tracker.track(child.pid, slot)
+        child.go()
+        assert child.wait() == 0
+        assert not [e for e in events.wait_exit(child.pid) if e.kind == "interface"]
+    finally:
+        sensor_bpf.protect_self(enforce=True)

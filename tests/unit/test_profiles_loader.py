@@ -2,6 +2,7 @@
 directories and duplicate names, destination parsing, and robustness on any input."""
 
 import ipaddress
+import os
 import textwrap
 from pathlib import Path
 
@@ -554,3 +555,23 @@ def test_brokers_name_programs_and_the_secrets_only_they_may_read(tmp_path):
     bad = write(tmp_path, 'name: x\nbrokers:\n  "vault": ["/etc/app/**"]\n  "/usr/bin/*": ["/x"]\n  "/opt/v": []\n')
     assert [(p.line, p.message.split(":")[0]) for p in problems_of(bad)] == [
         (3, "broker 'vault'"), (4, "broker '/usr/bin/*'"), (5, "broker '/opt/v' names no secret")]
+
+
+def test_profiles_others_could_change_are_refused(tmp_path):
+    from sensor.profiles import ownership_problems
+    me = os.getuid()
+    good = write(tmp_path, "name: x\n", "good.yaml")
+    good.chmod(0o644)
+    tmp_path.chmod(0o755)
+    assert ownership_problems([tmp_path], owner=me) == []
+    bad = write(tmp_path, "name: y\n", "bad.yaml")
+    bad.chmod(0o666)
+    assert [str(p) for p in ownership_problems([tmp_path], owner=me)] == [
+        f"{bad}:1: writable by group and others: fix with chmod go-w {bad}"]
+    bad.chmod(0o644)
+    tmp_path.chmod(0o775)  # a writable directory lets others swap files in
+    assert [p.message for p in ownership_problems([tmp_path], owner=me)] == [
+        f"writable by group: fix with chmod go-w {tmp_path}"]
+    tmp_path.chmod(0o755)
+    other = me + 1
+    assert f"owned by uid {me}, not {other}" in str(ownership_problems([good], owner=other)[0])

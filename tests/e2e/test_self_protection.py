@@ -1,0 +1,20 @@
+"""Nobody in: a tracked agent that aims a signal at the daemon is killed in the kernel whatever
+its profile's action, the alert says so, and the daemon (which takes its stop signals with
+their sender) keeps running."""
+
+from __future__ import annotations
+
+import signal
+
+from .conftest import Daemon
+
+
+def test_an_agent_sending_sigterm_to_the_daemon_is_killed_and_the_daemon_stays(daemon: Daemon):
+    result = daemon.run_agent("e2e-alert", f"signal:{daemon.proc.pid}:{int(signal.SIGTERM)}")
+    assert result.returncode == -9  # e2e-alert only alerts on its own rules; tampering is always a kill
+    (alert,) = daemon.alerts_for(result.pid)
+    assert alert["rule"]["kind"] == "RULE_KIND_SENSOR_TAMPER"
+    assert alert["reason"] == f"sent signal {int(signal.SIGTERM)} to pid {daemon.proc.pid}, the sensor itself"
+    assert alert["action"]["in_kernel"] is True
+    assert daemon.proc.poll() is None  # still running
+    assert daemon.cli("status").returncode == 0
