@@ -108,6 +108,16 @@ def _write_field(struct, field, data: bytes) -> None:
     ctypes.memmove(ctypes.addressof(struct) + field.offset, data, len(data))
 
 
+def _destination_entry(slot: int, dest):
+    """The allowed_dests/allowed_binds key and value of a DestinationPrefix."""
+    key = abi.AddrLpmKey(prefixlen=dest.prefix_bits, slot=slot)
+    _write_field(key, abi.AddrLpmKey.addr, dest.network.network_address.packed)
+    ranges = abi.PortRanges(count=len(dest.ports))
+    for i, (lo, hi) in enumerate(dest.ports):
+        ranges.lo[i], ranges.hi[i] = lo, hi
+    return key, ranges
+
+
 class SensorBPF:
     def __init__(self, bpf_dir: Path = BPF_DIR, send_signal: bool = True):
         self.bpf_dir = bpf_dir
@@ -236,40 +246,57 @@ class SensorBPF:
             table[abi.ExecKey(raw)] = ctypes.c_uint32(slot)
 
     # -- in-kernel enforcement -------------------------------------------------------------
-    def set_policy(self, slot: int, policy) -> None:
-        """Load one slot's compiled rules (sensor/kernel_rules.py) into the enforcement maps."""
+    def set_policy(self, slot: int, policy, previous=None) -> None:
+        """Load one slot's compiled rules (sensor/kernel_rules.py) into the enforcement maps.
+        With `previous` (a reload), rules only it had are removed once the new ones are in: the
+        slot is never without rules in between."""
         if slot >= abi.MAX_SLOTS:
             raise LoadError(f"at most {abi.MAX_SLOTS} profiles can be enforced in the kernel")
-        for name, entries in ((b"secret_paths", [(p, policy.brokers_of(p)) for p in policy.secrets]),
-                              (b"denied_execs", [(p, 1) for p in policy.denied_execs]),
-                              (b"broker_execs", [(p, 1 << i) for i, p in enumerate(policy.brokers)])):
-            trie = self.bpf[name]
-            for prefix, value in entries:
-                key = abi.PathLpmKey(prefixlen=prefix.prefix_bits, slot=slot)
-                _write_field(key, abi.PathLpmKey.path, prefix.path)
-                trie[key] = ctypes.c_uint32(value)
-        for name, prefixes in ((b"allowed_dests", policy.destinations), (b"allowed_binds", policy.listen)):
-            for dest in prefixes:
-                self._put_destination(name, slot, dest)
-        for name_hash, how in policy.names:
-            self.bpf[b"allowed_names"][abi.DnsNameKey(slot=slot, hash=name_hash)] = ctypes.c_uint32(how)
+        entries = self._policy_entries(slot, policy)
+        for (name, _), (key, value) in entries.items():
+            self.bpf[name][key] = value
         # Rules first, then the switch: the kernel never enforces a half-loaded slot.
         self.bpf[b"slot_policy"][ctypes.c_int(slot)] = abi.SlotPolicy(
             flags=policy.flags, secret_action=policy.secret_action, connect_action=policy.connect_action,
             exec_action=policy.exec_action, interface_action=policy.interface_action,
             interfaces_allowed=policy.interfaces_allowed, listen_action=policy.listen_action)
+        if previous is not None:
+            stale = [(name, key) for (name, ident), (key, _) in self._policy_entries(slot, previous).items()
+                     if (name, ident) not in entries]
+            if previous.names != policy.names:  # addresses learned for names may no longer be allowed
+                stale += [(b"allowed_dests", key) for key in self.bpf[b"allowed_dests"].keys()
+                          if key.slot == slot and (b"allowed_dests", bytes(key)) not in entries]
+            for name, key in stale:
+                try:
+                    del self.bpf[name][key]
+                except KeyError:
+                    pass
 
-    def _put_destination(self, map_name: bytes, slot: int, dest) -> None:
-        key = abi.AddrLpmKey(prefixlen=dest.prefix_bits, slot=slot)
-        _write_field(key, abi.AddrLpmKey.addr, dest.network.network_address.packed)
-        ranges = abi.PortRanges(count=len(dest.ports))
-        for i, (lo, hi) in enumerate(dest.ports):
-            ranges.lo[i], ranges.hi[i] = lo, hi
-        self.bpf[map_name][key] = ranges
+    def _policy_entries(self, slot: int, policy) -> dict:
+        """(map name, key bytes) -> (key, value) of every rule entry of a compiled policy."""
+        out = {}
+
+        def put(name: bytes, key, value) -> None:
+            out[(name, bytes(key))] = (key, value)
+
+        for name, entries in ((b"secret_paths", [(p, policy.brokers_of(p)) for p in policy.secrets]),
+                              (b"denied_execs", [(p, 1) for p in policy.denied_execs]),
+                              (b"broker_execs", [(p, 1 << i) for i, p in enumerate(policy.brokers)])):
+            for prefix, value in entries:
+                key = abi.PathLpmKey(prefixlen=prefix.prefix_bits, slot=slot)
+                _write_field(key, abi.PathLpmKey.path, prefix.path)
+                put(name, key, ctypes.c_uint32(value))
+        for name, prefixes in ((b"allowed_dests", policy.destinations), (b"allowed_binds", policy.listen)):
+            for dest in prefixes:
+                put(name, *_destination_entry(slot, dest))
+        for name_hash, how in policy.names:
+            put(b"allowed_names", abi.DnsNameKey(slot=slot, hash=name_hash), ctypes.c_uint32(how))
+        return out
 
     def allow_learned(self, slot: int, dest) -> None:
         """An address a DNS answer gave an allowed name (kernel_rules.learned_destination)."""
-        self._put_destination(b"allowed_dests", slot, dest)
+        key, ranges = _destination_entry(slot, dest)
+        self.bpf[b"allowed_dests"][key] = ranges
 
     def dns_judged(self, root_pid: int, addresses) -> None:
         """User space has judged an answer for an allowed name (bpf/dns.c): a connect to one of

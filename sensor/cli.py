@@ -189,6 +189,18 @@ def check(files) -> None:
         click.echo(f"ok: {p.name} ({p.source})")
 
 
+@profiles.command()
+@server_option
+def reload(server) -> None:
+    """Have the daemon load its profiles again (as SIGHUP does); exit 1, changing nothing, if
+    any profile is invalid."""
+    done = _rpc(server, lambda client: client.reload_profiles())
+    if not done.reloaded:
+        raise click.ClickException(f"not reloaded, the loaded profiles stay:\n{done.errors}")
+    click.echo(f"reloaded: added {', '.join(done.added) or 'none'}; kept {', '.join(done.kept) or 'none'}; "
+               f"removed {', '.join(done.removed) or 'none'}")
+
+
 @profiles.command(name="list")
 @server_option
 def list_(server) -> None:

@@ -46,6 +46,9 @@ class SensorClient:
         request = pb.TrackProcessRequest(pid=pid, profile=profile, pending_exec=pending_exec)
         return self._stub.TrackProcess(request, timeout=self.timeout).instance_id
 
+    def reload_profiles(self) -> pb.ReloadProfilesResponse:
+        return self._stub.ReloadProfiles(pb.ReloadProfilesRequest(), timeout=self.timeout)
+
     def incidents(self) -> list[pb.Incident]:
         return list(self._stub.ListIncidents(pb.ListIncidentsRequest(), timeout=self.timeout).incidents)
 

@@ -20,7 +20,7 @@ from ._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .alerts import AlertBus
 from .bpf_loader import LoadError, SensorBPF
 from .export.spool import AlertSpool, Retention, SpoolError
-from .pipeline import Pipeline, kernel_exec_paths
+from .pipeline import Pipeline, ReloadError, kernel_exec_paths
 from .profiles import ProfileError, load_profiles, ownership_problems
 from .source import DrainedRingBuffer
 
@@ -29,12 +29,13 @@ DEFAULT_LISTEN = "unix:///run/agent-sensor/sensor.sock"
 DEFAULT_SPOOL = Path("/var/lib/agent-sensor/alerts.db")
 POLL_MS = 100
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+RELOAD_SIGNAL = signal.SIGHUP
 PROTECT_REFRESH_S = 5.0
 
 
 def block_stop_signals() -> None:
-    """Before any thread starts: stop signals stay pending until Daemon.run takes them."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    """Before any thread starts: stop and reload signals stay pending until Daemon.run takes them."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS | {RELOAD_SIGNAL})
 
 
 class StartupError(RuntimeError):
@@ -139,11 +140,13 @@ class Daemon:
         while not self.stopping.is_set():
             for data in self.source.read(POLL_MS):
                 self.pipeline.handle(data)
-            info = signal.sigtimedwait(STOP_SIGNALS, 0)
+            info = signal.sigtimedwait(STOP_SIGNALS | {RELOAD_SIGNAL}, 0)
             if info is not None:
                 if self.bpf.aimed_at_sensor(info.si_pid):
                     log.warning("pid %d, a tracked agent, sent signal %d to the sensor: ignored", info.si_pid,
                                 info.si_signo)
+                elif info.si_signo == RELOAD_SIGNAL:
+                    self.reload()
                 else:
                     log.info("signal %d from pid %d: stopping", info.si_signo, info.si_pid)
                     self.stopping.set()
@@ -153,6 +156,24 @@ class Daemon:
         while batch := self.source.read(0):  # what was read before the stop is still judged
             for data in batch:
                 self.pipeline.handle(data)
+
+    def reload(self) -> pb.ReloadProfilesResponse:
+        """Load the profile paths again; switch to them only if every one is valid (and safe)."""
+        unsafe = ownership_problems(self.profile_paths)
+        if unsafe:
+            errors = "profiles others could change:\n" + "\n".join(map(str, unsafe))
+        else:
+            try:
+                profiles = load_profiles(self.profile_paths)
+                added, kept, removed = self.pipeline.reload(profiles)
+            except (ProfileError, ReloadError, LoadError) as exc:
+                errors = str(exc)
+            else:
+                log.info("profiles reloaded: added %s; kept %s; removed %s", ", ".join(added) or "none",
+                         ", ".join(kept) or "none", ", ".join(removed) or "none")
+                return pb.ReloadProfilesResponse(reloaded=True, added=added, kept=kept, removed=removed)
+        log.error("profiles not reloaded, the loaded ones stay:\n%s", errors)
+        return pb.ReloadProfilesResponse(reloaded=False, errors=errors)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -172,7 +193,8 @@ class Daemon:
     # -- what the API reports --------------------------------------------------------------
     def profile_summaries(self) -> list[pb.ProfileSummary]:
         out = []
-        for slot, p in enumerate(self.pipeline.profiles):
+        for p in self.pipeline.profiles:
+            slot = self.pipeline.slots[p.name]
             m = p.match
             selectors = ([f"exe={g.text}" for g in m.exe] + [f"cmdline={g.text}" for g in m.cmdline]
                          + [f"user={u}" for u in m.user] + [f"cgroup={g.text}" for g in m.cgroup])

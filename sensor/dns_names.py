@@ -82,6 +82,9 @@ class ResolvedNames:
             while len(table) > self.per_slot:
                 table.popitem(last=False)
 
+    def forget(self, slot: int) -> None:
+        self._slots.pop(slot, None)
+
     def names_of(self, slot: int, address: IPAddress | None) -> tuple[str, ...]:
         if address is None:
             return ()

@@ -68,18 +68,20 @@ class Counters:
     by_type: dict[str, int] = field(default_factory=dict)
 
 
+class ReloadError(Exception):
+    pass
+
+
 class Pipeline:
     def __init__(self, profiles: list[Profile], sensor_bpf, bus: AlertBus, audit_only: bool = False,
                  quarantine=None, kernel_enforcement: bool = True):
-        self.profiles = profiles
         self.audit_only = audit_only
         self.kernel_enforcement = kernel_enforcement and not audit_only
         self.quarantine = quarantine  # quarantine.Quarantine, or None: quarantine acts as kill
         self.incidents = IncidentStore()
         self.recent: dict[int, deque[str]] = {}  # root pid -> the agent's last events, for incidents
-        # (device, inode) of each profile's secret files: other names of the same file are secrets too
-        self.secret_files = SecretFiles(profiles)
-        self.slots = {p.name: i for i, p in enumerate(profiles)}
+        self.slots: dict[str, int] = {}
+        self._set_profiles(profiles)
         self.bpf = sensor_bpf
         self.bus = bus
         self.table = ProcessTable()
@@ -88,17 +90,70 @@ class Pipeline:
         self.names = dns_names.ResolvedNames()  # what agents' DNS answers resolved, per slot
         self.policies: dict[int, KernelPolicy] = {}
         self.lock = threading.RLock()  # the event loop and gRPC threads share the table
+
+    def assign_slots(self, profiles: list[Profile]) -> dict[str, int]:
+        """A profile keeps its slot (the kernel's name for it) for as long as its name is loaded;
+        a new one takes the lowest free slot. Raises ReloadError past the kernel's slots."""
+        slots = {p.name: self.slots[p.name] for p in profiles if p.name in self.slots}
+        free = (i for i in range(abi.MAX_SLOTS) if i not in slots.values())
+        for p in profiles:
+            if p.name not in slots:
+                slot = next(free, None)
+                if slot is None:
+                    raise ReloadError(f"at most {abi.MAX_SLOTS} profiles can be loaded")
+                slots[p.name] = slot
+        return slots
+
+    def _set_profiles(self, profiles: list[Profile]) -> None:
+        self.slots = slots = self.assign_slots(profiles)
+        self.profiles = profiles
+        self.by_slot = {slots[p.name]: p for p in profiles}
+        # (device, inode) of each profile's secret files: other names of the same file are secrets too
+        self.secret_files = SecretFiles(profiles)
         self._matching = any(not p.match.is_empty for p in profiles)
 
     # -- start-up --------------------------------------------------------------------------
     def install_kernel_policies(self) -> dict[str, KernelPolicy]:
-        """Each profile's conclusive rules, enforced by the kernel at the syscall."""
+        """Each profile's conclusive rules, enforced by the kernel at the syscall (a reload
+        replaces a slot's rules without a moment of none)."""
         policies = {}
-        for slot, profile in enumerate(self.profiles):
-            policies[profile.name] = self.policies[slot] = compile_policy(
-                profile, audit_only=not self.kernel_enforcement)
-            self.bpf.set_policy(slot, policies[profile.name])
+        for profile in self.profiles:
+            slot = self.slots[profile.name]
+            policies[profile.name] = compile_policy(profile, audit_only=not self.kernel_enforcement)
+            previous = self.policies.get(slot)
+            if previous is not None and previous.names != policies[profile.name].names:
+                self.names.forget(slot)  # what names resolved to is learned again, for the new names
+            self.bpf.set_policy(slot, policies[profile.name], previous=self.policies.get(slot))
+            self.policies[slot] = policies[profile.name]
         return policies
+
+    def reload(self, profiles: list[Profile]) -> tuple[list[str], list[str], list[str]]:
+        """Switch to a new, already validated, set of profiles: (added, changed or kept, removed)
+        names. Runs of a kept profile go on under its new rules; runs of a removed one are no
+        longer tracked (their processes keep running, unwatched, which the log says)."""
+        with self.lock:
+            before = dict(self.slots)
+            self.assign_slots(profiles)  # raises before anything changes
+            self._set_profiles(profiles)
+            removed = sorted(set(before) - set(self.slots))
+            for name in removed:
+                slot = before[name]
+                self.bpf.clear_policy(slot)
+                self.policies.pop(slot, None)
+                self.names.forget(slot)
+                for pid, entry in self.bpf.tracked().items():
+                    if entry.slot == slot:
+                        self.bpf.untrack(pid)
+                for root, agent in list(self.instances.items()):
+                    if agent.slot == slot:
+                        self.table.forget_agent(agent)
+                        del self.instances[root]
+                        log.warning("agent %s: its profile was removed by a reload: no longer watched", agent.id)
+            self.install_kernel_policies()
+            for agent in self.instances.values():
+                agent.profile = self.by_slot[agent.slot]
+            self.install_exec_matches()
+            return (sorted(set(self.slots) - set(before)), sorted(set(self.slots) & set(before)), removed)
 
     def install_exec_matches(self) -> dict[str, int]:
         paths = {path: self.slots[p.name] for p in self.profiles for path in kernel_exec_paths(p)}
@@ -134,7 +189,7 @@ class Pipeline:
                 raise TrackError(f"no process {pid}")
             if pid in self.bpf.tracked():
                 raise TrackError(f"process {pid} is already tracked")
-            profile = self.profiles[self.slots[profile_name]]
+            profile = self.by_slot[self.slots[profile_name]]
             return self._start_agent(pid, profile, how="exec" if pending_exec else "track",
                                      flags=abi.TrackedFlags.PENDING_EXEC if pending_exec else 0)
 
@@ -169,11 +224,11 @@ class Pipeline:
         if agent is not None:
             return agent
         entry = self.bpf.tracked().get(event.hdr.pid)
-        if entry is None or event.hdr.slot is None or event.hdr.slot >= len(self.profiles):
+        if entry is None or event.hdr.slot not in self.by_slot:
             return None
         agent = self.instances.get(entry.root_pid)
         if agent is None:
-            agent = AgentInstance(profile=self.profiles[event.hdr.slot], slot=event.hdr.slot,
+            agent = AgentInstance(profile=self.by_slot[event.hdr.slot], slot=event.hdr.slot,
                                   root_pid=entry.root_pid, start_ticks=start_ticks(entry.root_pid), how="kernel")
             self.instances[entry.root_pid] = agent
         self.table.attach(event.hdr.pid, agent)
@@ -223,7 +278,7 @@ class Pipeline:
                 self._start_agent(pid, profile, how="match")
             return
         if event.flags & abi.ExecFlags.KERNEL_MATCHED and pid not in self.instances:
-            self._start_agent(pid, self.profiles[event.hdr.slot], how="kernel-match", in_kernel=True)
+            self._start_agent(pid, self.by_slot[event.hdr.slot], how="kernel-match", in_kernel=True)
         if not event.flags & abi.ExecFlags.DENIED:  # a denied exec never completed
             self.table.on_exec(event)
         self._judge(event)

@@ -71,6 +71,9 @@ class Servicer(pb_grpc.SensorServiceServicer):
         finally:
             bus.unsubscribe(sub)
 
+    def ReloadProfiles(self, request, context):
+        return self.daemon.reload()
+
     def GetStatus(self, request, context):
         return self.daemon.status()
 
