@@ -14,7 +14,8 @@ from .client import DEFAULT_SERVER, RULE_KIND_NAMES
 
 server_option = click.option(
     "--server", default=DEFAULT_SERVER, show_default=True, envvar="AGENT_SENSOR_SERVER",
-    help="The daemon's gRPC address: unix:///path/to.sock or HOST:PORT.")
+    help="The daemon's gRPC address: unix:///path/to.sock or HOST:PORT (TLS: see AGENT_SENSOR_TLS_CA, "
+         "AGENT_SENSOR_TLS_CERT, AGENT_SENSOR_TLS_KEY, AGENT_SENSOR_TOKEN_FILE).")
 
 
 def _client(server: str):
@@ -33,8 +34,15 @@ def _rpc(server: str, call):
 
 def _fail_rpc(exc, server: str) -> None:
     import grpc
+
+    from .export.security import SecurityError
+    if isinstance(exc, SecurityError):
+        raise click.ClickException(str(exc))
     if isinstance(exc, grpc.RpcError):
         code = exc.code()
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise click.ClickException(f"{server} refused this client: {exc.details()} "
+                                       "(set AGENT_SENSOR_TOKEN_FILE, or AGENT_SENSOR_TLS_CERT/KEY for mutual TLS)")
         if code == grpc.StatusCode.UNAVAILABLE:
             raise click.ClickException(
                 f"no agent-sensor daemon answers at {server}: start it with `agent-sensor run` "
@@ -58,7 +66,7 @@ def main() -> None:
 @click.option("--profiles", "profile_paths", multiple=True, default=["/etc/agent-sensor/profiles"],
               show_default=True, type=click.Path(), help="Profile file or directory (repeatable).")
 @click.option("--listen", multiple=True, help=f"gRPC address (repeatable). Default: {DEFAULT_SERVER}. "
-              "HOST:PORT listens on TCP without authentication: keep it on loopback.")
+              "HOST:PORT listens on TCP, only with --tls-cert/--tls-key.")
 @click.option("--audit-only", is_flag=True, help="Enforce nothing: every kill or quarantine becomes an alert "
               "saying what would have been done (for rolling out profiles).")
 @click.option("--spool", type=click.Path(dir_okay=False, path_type=Path), default=Path("/var/lib/agent-sensor/alerts.db"),
@@ -67,8 +75,15 @@ def main() -> None:
               help="Oldest alerts are pruned beyond this size.")
 @click.option("--spool-max-days", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Alerts older than this are pruned.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="TLS certificate for TCP addresses.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="Its key (root-owned, mode 600).")
+@click.option("--tls-client-ca", type=click.Path(dir_okay=False, path_type=Path),
+              help="Require TCP clients to present a certificate signed by this CA (mutual TLS).")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Require TCP clients to send this bearer token (root-owned, mode 600).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-def run(profile_paths, listen, audit_only, spool, spool_max_mb, spool_max_days, verbose) -> None:
+def run(profile_paths, listen, audit_only, spool, spool_max_mb, spool_max_days, tls_cert, tls_key, tls_client_ca,
+        token_file, verbose) -> None:
     """Run the sensor daemon in the foreground (root). Logs one line per alert.
 
     Stops on SIGTERM or Ctrl-C, detaching every BPF program."""
@@ -77,8 +92,12 @@ def run(profile_paths, listen, audit_only, spool, spool_max_mb, spool_max_days, 
     from .daemon import Daemon, StartupError, block_stop_signals
     from .export.spool import Retention
     block_stop_signals()
+    from .export.security import TcpSecurity
+    if bool(tls_cert) != bool(tls_key) or ((tls_client_ca or token_file) and not tls_cert):
+        raise click.UsageError("--tls-cert and --tls-key go together, and client authentication needs them")
+    security = TcpSecurity(tls_cert, tls_key, tls_client_ca, token_file) if tls_cert else None
     daemon = Daemon(list(profile_paths), list(listen), audit_only, spool,
-                    Retention(max_bytes=spool_max_mb * 1024 * 1024, max_age_s=spool_max_days * 86400))
+                    Retention(max_bytes=spool_max_mb * 1024 * 1024, max_age_s=spool_max_days * 86400), security)
     try:
         daemon.start()
     except StartupError as exc:

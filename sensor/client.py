@@ -10,21 +10,39 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import grpc
+import os
+from pathlib import Path
+
 
 from ._proto.agent_sensor.v1 import sensor_pb2 as pb
 from ._proto.agent_sensor.v1 import sensor_pb2_grpc as pb_grpc
+from .export.security import client_channel, read_secret_file
 
 DEFAULT_SERVER = "unix:///run/agent-sensor/sensor.sock"
 RULE_KIND_NAMES = {pb.RuleKind.Name(v).removeprefix("RULE_KIND_").lower(): v
                    for v in pb.RuleKind.values() if v != pb.RULE_KIND_UNSPECIFIED}
 
 
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 class SensorClient:
-    def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 10.0):
+    def __init__(self, server: str = DEFAULT_SERVER, timeout: float = 10.0, ca: Path | None = None,
+                 cert: Path | None = None, key: Path | None = None, token: str | None = None):
+        """TCP servers are reached over TLS: `ca` checks the server (default: $AGENT_SENSOR_TLS_CA,
+        else the system's roots); `cert`/`key` are a client certificate ($AGENT_SENSOR_TLS_CERT,
+        $AGENT_SENSOR_TLS_KEY); `token` is sent on every call (default: the contents of
+        $AGENT_SENSOR_TOKEN_FILE)."""
         self.server = server
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(server)
+        env = os.environ.get
+        if token is None and env("AGENT_SENSOR_TOKEN_FILE"):
+            token = read_secret_file(Path(env("AGENT_SENSOR_TOKEN_FILE")), "token file").decode().strip()
+        self._channel = client_channel(server, ca or _env_path("AGENT_SENSOR_TLS_CA"),
+                                       cert or _env_path("AGENT_SENSOR_TLS_CERT"),
+                                       key or _env_path("AGENT_SENSOR_TLS_KEY"), token)
         self._stub = pb_grpc.SensorServiceStub(self._channel)
 
     def __enter__(self) -> SensorClient:

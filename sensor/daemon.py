@@ -19,6 +19,7 @@ from . import __version__, probes
 from ._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .alerts import AlertBus
 from .bpf_loader import LoadError, SensorBPF
+from .export.security import SecurityError, TcpSecurity
 from .export.spool import AlertSpool, Retention, SpoolError
 from .pipeline import Pipeline, ReloadError, kernel_exec_paths
 from .profiles import ProfileError, load_profiles, ownership_problems
@@ -44,11 +45,13 @@ class StartupError(RuntimeError):
 
 class Daemon:
     def __init__(self, profile_paths: list[str], listen: list[str], audit_only: bool = False,
-                 spool_path: Path = DEFAULT_SPOOL, retention: Retention = Retention()):
+                 spool_path: Path = DEFAULT_SPOOL, retention: Retention = Retention(),
+                 tcp_security: TcpSecurity | None = None):
         self.profile_paths = profile_paths
         self.audit_only = audit_only
         self.listen = listen or [DEFAULT_LISTEN]
         self.spool_path = spool_path
+        self.tcp_security = tcp_security
         self.retention = retention
         self.bus: AlertBus | None = None
         self.stopping = threading.Event()
@@ -124,12 +127,14 @@ class Daemon:
             log.info("rescan: agent %s already running", agent.id)
         from .export.grpc_server import start_server  # grpc is heavy; the CLI's check path skips it
         try:
-            self.server = start_server(self, self.listen)
-        except (OSError, RuntimeError) as exc:
+            self.server = start_server(self, self.listen, self.tcp_security)
+        except (OSError, RuntimeError, SecurityError) as exc:
             raise StartupError(f"cannot open the API on {', '.join(self.listen)}: {exc}") from exc
-        for address in self.listen:
-            if not address.startswith("unix:"):
-                log.warning("API on %s is a TCP port without authentication: keep it on loopback", address)
+        security = self.tcp_security
+        if security is not None and security.client_ca is None and security.token_file is None and any(
+                not a.startswith("unix:") for a in self.listen):
+            log.warning("API on TCP with TLS but no client authentication (no --tls-client-ca, no --token-file): "
+                        "anyone who reaches the port can read alerts and track processes")
         self.bpf.protect_self(enforce=not self.audit_only)  # the API's threads too
         log.info("agent-sensor %s running; API on %s", __version__, ", ".join(self.listen))
 
@@ -178,7 +183,7 @@ class Daemon:
     def stop(self) -> None:
         self.stopping.set()
         if self.server is not None:
-            self.server.stop(grace=1).wait()
+            self.server.stop(grace=1)
         if self.source is not None:
             self.source.close()
         if self.quarantine is not None:

@@ -18,6 +18,7 @@ from .._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .._proto.agent_sensor.v1 import sensor_pb2_grpc as pb_grpc
 from ..decode import endpoint
 from ..pipeline import TrackError
+from .security import TcpSecurity
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SensorService"].full_name
 MAX_BACKLOG = 10000
@@ -153,22 +154,53 @@ def _restrict_unix_socket(address: str) -> None:
     os.chmod(address.removeprefix("unix://").removeprefix("unix:"), 0o600)
 
 
-def start_server(daemon, addresses: list[str]) -> grpc.Server:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"))
+class Servers:
+    """The API's servers: one for unix sockets (root-only by permissions), one for TCP (TLS,
+    and the token if configured). Stopped together."""
+
+    def __init__(self, servers: list[grpc.Server]):
+        self.servers = servers
+
+    def stop(self, grace: float) -> None:
+        for server in self.servers:
+            server.stop(grace).wait()
+
+
+def _serve(daemon, interceptors=()) -> tuple[grpc.Server, health.HealthServicer]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
+                         interceptors=list(interceptors))
     pb_grpc.add_SensorServiceServicer_to_server(Servicer(daemon), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
-    for address in addresses:
-        if address.startswith("unix:"):
-            _prepare_unix_socket(address)
-        if server.add_insecure_port(address) == 0:
-            raise OSError(f"cannot listen on {address}")
-    server.start()
-    for address in addresses:
-        if address.startswith("unix:"):
-            _restrict_unix_socket(address)
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
-    return server
+    return server, health_servicer
+
+
+def start_server(daemon, addresses: list[str], tcp_security: TcpSecurity | None = None) -> Servers:
+    """Serve the API on every address; a TCP address needs tcp_security (TLS)."""
+    unix = [a for a in addresses if a.startswith("unix:")]
+    tcp = [a for a in addresses if not a.startswith("unix:")]
+    if tcp and tcp_security is None:
+        raise OSError(f"{', '.join(tcp)}: TCP is served only with TLS: give --tls-cert and --tls-key "
+                      "(and --tls-client-ca and/or --token-file to authenticate clients)")
+    started = []
+    for group, secure in ((unix, False), (tcp, True)):
+        if not group:
+            continue
+        server, health_servicer = _serve(daemon, tcp_security.interceptors() if secure else ())
+        for address in group:
+            if not secure:
+                _prepare_unix_socket(address)
+            port = server.add_secure_port(address, tcp_security.credentials()) if secure \
+                else server.add_insecure_port(address)
+            if port == 0:
+                raise OSError(f"cannot listen on {address}")
+        server.start()
+        for address in group:
+            if not secure:
+                _restrict_unix_socket(address)
+        health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        started.append(server)
+    return Servers(started)
