@@ -23,7 +23,7 @@ static __always_inline int refuse_unless_allowed(struct bpf_sock_addr *ctx, u32 
 	if (call == NET_CALL_SENDMSG) {
 		struct connect_event *e = events.ringbuf_reserve(sizeof(struct connect_event));
 		if (!e) {
-			count(COUNTER_DROP_BASE + EVENT_CONNECT);
+			lost(EVENT_CONNECT);
 		} else {
 			fill_header(&e->hdr, EVENT_CONNECT, t->slot);
 			e->fd = -1;

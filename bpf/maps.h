@@ -104,13 +104,34 @@ static __always_inline int string_was_cut(const char *user, long n, u32 size)
 	return last != 0;
 }
 
+/* Events the ring buffer had no room for, per agent run (key: root pid): user space reports
+ * them and applies the profile's on_event_loss (an agent whose events were lost is not fully known). */
+BPF_TABLE("lru_hash", u32, u64, lost_by_run, 4096);
+
+/* An event of the current process that could not be sent: counted by type and by agent run. */
+static __always_inline void lost(u32 type)
+{
+	count(COUNTER_DROP_BASE + type);
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tracked_proc *t = tracked.lookup(&tgid);
+	if (!t)
+		return;
+	u32 root = t->root_pid;
+	u64 one = 1;
+	u64 *n = lost_by_run.lookup(&root);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else
+		lost_by_run.update(&root, &one);
+}
+
 /* Copy an event built in a scratch buffer into the ring buffer, counting success and loss. */
 static __always_inline void emit(void *event, u64 size, u32 type)
 {
 	if (events.ringbuf_output(event, size, 0) == 0)
 		count(type);
 	else
-		count(COUNTER_DROP_BASE + type);
+		lost(type);
 }
 
 /* Act now, in the calling process's context: the signal is delivered before the syscall

@@ -65,7 +65,7 @@ static __always_inline struct connect_event *socket_event(struct tracked_proc *t
 {
 	struct connect_event *e = events.ringbuf_reserve(sizeof(struct connect_event));
 	if (!e) {
-		count(COUNTER_DROP_BASE + EVENT_CONNECT);
+		lost(EVENT_CONNECT);
 		return NULL;
 	}
 	fill_header(&e->hdr, EVENT_CONNECT, t->slot);

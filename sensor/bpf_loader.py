@@ -217,6 +217,16 @@ class SensorBPF:
         table = self.bpf[b"tracked"]
         table[ctypes.c_uint32(pid)] = abi.TrackedProc(slot=slot, root_pid=root_pid, flags=flags)
 
+    def lost_by_run(self) -> dict[int, int]:
+        """Events the ring buffer had no room for, by agent run (root pid): running totals."""
+        return {k.value: v.value for k, v in self.bpf[b"lost_by_run"].items()}
+
+    def forget_lost(self, root_pid: int) -> None:
+        try:
+            del self.bpf[b"lost_by_run"][ctypes.c_uint32(root_pid)]
+        except KeyError:
+            pass
+
     def aimed_at_sensor(self, pid: int) -> bool:
         """Did tracked process pid aim a signal or pidfd at the sensor (bpf/interfaces.c)? Asked
         once per signal taken: the note is removed."""

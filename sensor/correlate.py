@@ -12,7 +12,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .decode import ConnectEvent, Event, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent, endpoint
+from .decode import ConnectEvent, Event, EventLoss, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent, endpoint
 from .abi import FileOp, NetCall
 from .profiles import Profile
 
@@ -28,6 +28,7 @@ class RuleKind(str, enum.Enum):
     INTERFACE = "interface"
     CONTAINER_RUNTIME = "container_runtime"
     SENSOR_TAMPER = "sensor_tamper"
+    EVENT_LOSS = "event_loss"
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,11 @@ def decide(event: Event, profile: Profile, target: Target | None = None,
         return _decide_connect(event, profile, target, names)
     if isinstance(event, ExecEvent):
         return _decide_exec(event, profile, target)
+    if isinstance(event, EventLoss):
+        # What the agent did in those events is unknown: the profile says how much to trust it.
+        return Verdict(kind=RuleKind.EVENT_LOSS, rule="on_event_loss", pattern="",
+                       reason=f"{event.lost} event(s) of this agent run were lost (the ring buffer was full): "
+                              "what it did then is not known", action=profile.on_event_loss, target="")
     return None
 
 

@@ -158,6 +158,7 @@ class Daemon:
             if time.monotonic() - protected_at > PROTECT_REFRESH_S:  # threads come and go
                 self.bpf.protect_self(enforce=not self.audit_only)
                 protected_at = time.monotonic()
+            self.pipeline.check_event_loss()
         while batch := self.source.read(0):  # what was read before the stop is still judged
             for data in batch:
                 self.pipeline.handle(data)
@@ -228,6 +229,8 @@ class Daemon:
                 events_processed=self.pipeline.counters.events, decode_errors=self.pipeline.counters.decode_errors,
                 handler_errors=self.pipeline.counters.handler_errors,
                 events_backlog=self.source.backlog, backlog_drops=self.source.drops,
+                lost_by_agent={a.id: self.pipeline.lost.get(root, 0) for root, a in self.pipeline.instances.items()
+                               if self.pipeline.lost.get(root)},
                 spool=pb.AlertSpool(path=str(self.spool_path), oldest_id=self.bus.spool.oldest_id(),
                                     last_id=self.bus.last_published, consumer_catch_ups=self.bus.catch_ups),
                 dns=pb.DnsCounters(addresses_learned=self.pipeline.names.count(),

@@ -82,6 +82,14 @@ class OpenEvent:
 
 
 @dataclass(frozen=True)
+class EventLoss:
+    """Not from the ring buffer but about it: events of an agent run it had no room for."""
+    hdr: Header        # pid: the agent run's root; ktime_ns: when user space noticed
+    lost: int
+    kind: str = field(default="event_loss", init=False)
+
+
+@dataclass(frozen=True)
 class OpenedEvent:
     """The fd an open returned; the open is the thread's last OpenEvent."""
     hdr: Header

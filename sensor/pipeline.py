@@ -20,8 +20,8 @@ import psutil
 from . import enforce
 from .alerts import AlertBus, build_alert, complete_action, log_line
 from .correlate import Target, decide
-from .decode import (ConnectEvent, CwdEvent, DecodeError, DnsEvent, Event, ExecEvent, ExitEvent, FileChangeEvent, ForkEvent,
-                     InterfaceEvent, OpenEvent, OpenedEvent, decode)
+from .decode import (ConnectEvent, CwdEvent, DecodeError, DnsEvent, Event, EventLoss, ExecEvent, ExitEvent,
+                     FileChangeEvent, ForkEvent, Header, InterfaceEvent, OpenEvent, OpenedEvent, decode)
 from . import dns_names
 from .incidents import Incident, IncidentStore
 from .kernel_rules import KernelPolicy, compile_policy, kernel_address, learned_destination
@@ -89,6 +89,7 @@ class Pipeline:
         self.counters = Counters()
         self.names = dns_names.ResolvedNames()  # what agents' DNS answers resolved, per slot
         self.policies: dict[int, KernelPolicy] = {}
+        self.lost: dict[int, int] = {}  # root pid -> its lost events already reported
         self.lock = threading.RLock()  # the event loop and gRPC threads share the table
 
     def assign_slots(self, profiles: list[Profile]) -> dict[str, int]:
@@ -291,6 +292,8 @@ class Pipeline:
             self.recent.pop(agent.root_pid, None)
             self.bpf.forget_doomed(agent.root_pid)
             self.bpf.forget_dns(agent.root_pid)
+            self.bpf.forget_lost(agent.root_pid)
+            self.lost.pop(agent.root_pid, None)
             log.info("agent %s ended", agent.id)
 
     def _on_dns(self, event: DnsEvent) -> None:
@@ -338,6 +341,28 @@ class Pipeline:
                             agent.id, address, message.question)
                 continue
             self.bpf.allow_learned(agent.slot, dest)
+
+    def check_event_loss(self) -> None:
+        """Agent runs whose events the ring buffer had no room for since the last check: an
+        event_loss alert each, acted on as the profile's on_event_loss says."""
+        with self.lock:
+            for root, total in self.bpf.lost_by_run().items():
+                new = total - self.lost.get(root, 0)
+                agent = self.instances.get(root)
+                if new <= 0 or agent is None:
+                    continue
+                self.lost[root] = total
+                hdr = Header(ktime_ns=time.monotonic_ns(), cgroup_id=0, pid=root, tid=root, uid=0, gid=0,
+                             slot=agent.slot, comm="")
+                event = EventLoss(hdr=hdr, lost=new)
+                verdict = decide(event, agent.profile)
+                process = self.table.lookup(root)
+                alert = build_alert(self.bus.next_id(), verdict, event, None, agent, process,
+                                    self.table.ancestry(root))
+                self.bus.stage(alert)
+                self._act(verdict.action, event, agent, alert)
+                self.bus.publish(alert)
+                log.warning("%s", log_line(alert))
 
     def _judge(self, event: Event) -> None:
         agent = self._agent_for_event(event)

@@ -34,7 +34,7 @@ from .schema import (
 )
 
 TOP_KEYS = ("name", "description", "match", "files", "secrets", "brokers", "network", "exec", "exec_deny",
-            "interfaces", "on_violation", "actions")
+            "interfaces", "on_violation", "on_event_loss", "actions")
 MATCH_KEYS = ("exe", "cmdline", "user", "cgroup")
 FILES_KEYS = ("read", "write")
 NETWORK_KEYS = ("connect", "listen")
@@ -403,7 +403,9 @@ class _ProfileChecker:
 
         actions = self.actions(fields["actions"]) if "actions" in fields else ()
 
-        if self.problems or name is None or on_violation is None:
+        on_event_loss = (self.on_violation(fields["on_event_loss"], "on_event_loss")
+                         if "on_event_loss" in fields else DEFAULT_ON_VIOLATION)
+        if self.problems or name is None or on_violation is None or on_event_loss is None:
             return None
         return Profile(
             name=name,
@@ -420,6 +422,7 @@ class _ProfileChecker:
             exec_deny=exec_deny,
             interfaces=interfaces,
             on_violation=on_violation,
+            on_event_loss=on_event_loss,
             actions=actions,
             brokers=brokers,
         )

@@ -310,6 +310,7 @@ class Profile:
     exec_deny: tuple[PathGlob, ...] = ()  # never, whatever `exec` allows
     interfaces: tuple[str, ...] = ()     # INTERFACE_NAMES the agent may use
     on_violation: str = DEFAULT_ON_VIOLATION
+    on_event_loss: str = DEFAULT_ON_VIOLATION  # when the kernel could not send some of the agent's events
     actions: tuple[tuple[str, str], ...] = ()  # (rule name, action) overriding on_violation
     brokers: tuple[Broker, ...] = ()     # their secrets are in `secrets` too
 

@@ -507,3 +507,15 @@ def test_a_broker_may_open_its_secret_and_nobody_else(tmp_path):
     for program in ("/usr/bin/python3", "/opt/vault/bin/vault-other", ""):
         verdict = decide(event, profile, Target(token, token), program=program)
         assert verdict.kind is RuleKind.SECRET_ACCESS and verdict.pattern == f"{tmp_path}/vault/**"
+
+
+def test_lost_events_are_judged_by_on_event_loss(tmp_path):
+    from sensor.decode import EventLoss
+    path = tmp_path / "p.yaml"
+    path.write_text("name: l\non_violation: kill\non_event_loss: quarantine\n")
+    profile = load_profile_file(path, homes=["/root"])
+    verdict = decide(EventLoss(hdr=hdr(), lost=12), profile)
+    assert verdict.kind is RuleKind.EVENT_LOSS and verdict.action == "quarantine"
+    assert verdict.reason.startswith("12 event(s) of this agent run were lost")
+    path.write_text("name: l\n")
+    assert decide(EventLoss(hdr=hdr(), lost=1), load_profile_file(path, homes=["/root"])).action == "alert"

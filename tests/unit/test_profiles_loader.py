@@ -182,7 +182,7 @@ ERROR_CASES = {
     "top-level string": ("\n\njust text\n", 3, "must be a mapping"),
     "unknown top-level key": (
         "name: x\nnetwrk: {}\n", 2,
-        "unknown key 'netwrk' (allowed: name, description, match, files, secrets, brokers, network, exec, exec_deny, interfaces, on_violation, actions)",
+        "unknown key 'netwrk' (allowed: name, description, match, files, secrets, brokers, network, exec, exec_deny, interfaces, on_violation, on_event_loss, actions)",
     ),
     "unknown match key": ("name: x\nmatch:\n  exe: [/a]\n  usr: [x]\n", 4,
                           "unknown key 'usr' in match (allowed: exe, cmdline, user, cgroup)"),
@@ -270,7 +270,7 @@ def test_all_problems_of_a_file_are_reported_in_line_order(tmp_path):
     assert str(caught.value) == "\n".join(str(p) for p in problems)
     assert str(caught.value).splitlines()[1] == (
         f"{file}:2: unknown key 'netwrk' (allowed: name, description, match, files, secrets, "
-        "brokers, network, exec, exec_deny, interfaces, on_violation, actions)"
+        "brokers, network, exec, exec_deny, interfaces, on_violation, on_event_loss, actions)"
     )
 
 
