@@ -43,7 +43,12 @@ static __always_inline int trace_change(u32 op, int dirfd, const char *path, int
 	e->path2_len = n2;
 
 	struct slot_policy *policy = policy_of(t);
-	if (policy && (policy->flags & ENFORCE_SECRETS) && op != FILE_OP_SYMLINK &&
+	if ((op != FILE_OP_SYMLINK && is_sensor_file(e->path, n)) || is_sensor_file(e->path2, n2)) {
+		/* Any change to the sensor's files (a symlink's first name is only its target's text),
+		 * or a name renamed or linked into their place. */
+		if (sensor_enforces())
+			e->hdr.kernel_action = act(t, KERNEL_ACTION_KILL);
+	} else if (policy && (policy->flags & ENFORCE_SECRETS) && op != FILE_OP_SYMLINK &&
 	    (is_secret_name(t, e->path, n) || (op == FILE_OP_RENAME && is_secret_name(t, e->path2, n2))))
 		e->hdr.kernel_action = act(t, policy->secret_action);
 	emit(e, sizeof(*e), EVENT_FILE_CHANGE);

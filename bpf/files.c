@@ -60,11 +60,17 @@ static __always_inline int names_other_process_memory(const char *path, long n)
 	       word_is(w, "stack", 6) || word_is(w, "cmdline", 8);
 }
 
-/* An absolute path that is a secret of the agent's profile (unless the process runs one of the
- * secret's brokers), or another process's memory: the kernel acts before the open returns.
+/* A write to the sensor's own files, whatever the profile; an absolute path that is a secret of
+ * the agent's profile (unless the process runs one of the secret's brokers), or another
+ * process's memory: the kernel acts before the open returns.
  * Relative paths and symlinks are not resolved here: user space judges every spelling. */
 static __always_inline void enforce_secrets(struct tracked_proc *t, struct open_event *e, long n)
 {
+	if ((e->flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)) && is_sensor_file(e->path, n)) {
+		if (sensor_enforces())
+			e->hdr.kernel_action = act(t, KERNEL_ACTION_KILL);
+		return;
+	}
 	struct slot_policy *policy = policy_of(t);
 	if (!policy || !(policy->flags & ENFORCE_SECRETS))
 		return;

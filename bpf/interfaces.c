@@ -28,7 +28,6 @@ int on_sys_enter_bpf(struct tracepoint__syscalls__sys_enter_bpf *args)
 
 /* -- the sensor defends itself ------------------------------------------------------------ */
 
-BPF_ARRAY(sensor_self_map, struct sensor_self, 1);
 BPF_HASH(sensor_tasks, u32, u32, 4096); /* the sensor's thread ids (a signal to any of them counts) */
 /* Agents that aimed at the sensor (tgid -> signal), noted before their signal is sent: the
  * daemon ignores a stop signal from them even when they are dead and untracked by then. */
@@ -57,7 +56,7 @@ static __always_inline int defend(s32 target, u32 sig)
 	e.interface = INTERFACE_SENSOR;
 	e.target_pid = target;
 	e.signal = sig;
-	if (self->enforce)
+	if (sensor_enforces())
 		e.hdr.kernel_action = act(t, KERNEL_ACTION_KILL);
 	emit(&e, sizeof(e), EVENT_INTERFACE);
 	return 0;

@@ -163,7 +163,7 @@ static __always_inline struct slot_policy *policy_of(struct tracked_proc *t)
 /* The path-trie key for an absolute path (n bytes with its NUL, already read), or NULL if the
  * kernel cannot judge it. The NUL is part of the key, so exact entries match whole paths and
  * `dir/` entries prefixes. */
-static __always_inline struct path_lpm_key *path_key(struct tracked_proc *t, const char *path, long n)
+static __always_inline struct path_lpm_key *path_key_in(u32 slot, const char *path, long n)
 {
 	if (n <= 1 || n > SENSOR_LPM_PATH_MAX || path[0] != '/')
 		return NULL;
@@ -172,9 +172,34 @@ static __always_inline struct path_lpm_key *path_key(struct tracked_proc *t, con
 	if (!key)
 		return NULL;
 	key->prefixlen = 32 + 8 * n;
-	key->slot = t->slot;
+	key->slot = slot;
 	__builtin_memcpy(key->path, path, SENSOR_LPM_PATH_MAX);
 	return key;
+}
+
+static __always_inline struct path_lpm_key *path_key(struct tracked_proc *t, const char *path, long n)
+{
+	return path_key_in(t->slot, path, n);
+}
+
+/* The sensor's own process and files (set by user space at start). */
+BPF_ARRAY(sensor_self_map, struct sensor_self, 1);
+BPF_LPM_TRIE(protected_paths, struct path_lpm_key, u32, 256); /* keyed with slot SENSOR_NO_SLOT */
+
+/* Acting against an agent that aims at the sensor: unless the daemon runs --audit-only. */
+static __always_inline int sensor_enforces(void)
+{
+	u32 zero = 0;
+	struct sensor_self *self = sensor_self_map.lookup(&zero);
+	return self && self->enforce;
+}
+
+/* An absolute name under the sensor's files (its code, profiles, alert spool): an agent may
+ * read some of them, never change them. */
+static __always_inline int is_sensor_file(const char *path, long n)
+{
+	struct path_lpm_key *key = path_key_in(SENSOR_NO_SLOT, path, n);
+	return key && protected_paths.lookup(key);
 }
 
 /* An inet sockaddr (raw bytes, len as passed) as the 16 bytes address tries and maps use (IPv4

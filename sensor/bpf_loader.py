@@ -338,6 +338,23 @@ class SensorBPF:
         for tid in now:
             tasks[ctypes.c_uint32(tid)] = ctypes.c_uint32(1)
 
+    def protect_files(self, files: tuple[str, ...]) -> None:
+        """The sensor's files (a directory ends with "/"): writes and changes by any tracked
+        agent are refused in the kernel (files.c, changes.c)."""
+        from .kernel_rules import SecretPrefix
+        trie = self.bpf[b"protected_paths"]
+        trie.clear()
+        for f in files:
+            for path, exact in ((f.rstrip("/"), True), (f, False)) if f.endswith("/") else ((f, True),):
+                raw = path.encode() + (b"\0" if exact else b"")
+                if len(raw) > abi.LPM_PATH_MAX:
+                    log.warning("%s: too long for the kernel to protect; user space judges it", f)
+                    continue
+                prefix = SecretPrefix(raw, exact)
+                key = abi.PathLpmKey(prefixlen=prefix.prefix_bits, slot=abi.NO_SLOT)
+                _write_field(key, abi.PathLpmKey.path, prefix.path)
+                trie[key] = ctypes.c_uint32(1)
+
     def clear_policy(self, slot: int) -> None:
         """Stop enforcing for a slot and drop its rules (switch first, then the rules)."""
         self.bpf[b"slot_policy"][ctypes.c_int(slot)] = abi.SlotPolicy()

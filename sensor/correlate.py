@@ -64,11 +64,16 @@ NO_FILES: Mapping[tuple[int, int], str] = {}
 
 def decide(event: Event, profile: Profile, target: Target | None = None,
            secret_files: Mapping[tuple[int, int], str] = NO_FILES, target2: Target | None = None,
-           names: tuple[str, ...] = (), program: str = "") -> Verdict | None:
+           names: tuple[str, ...] = (), program: str = "", sensor_files: tuple[str, ...] = ()) -> Verdict | None:
     """secret_files: (device, inode) -> secret glob, for the profile (sensor/secret_files.py).
     target2: the second name of a rename, link or symlink.
     names: for a connect, the DNS names its address was resolved from (sensor/dns_names.py).
-    program: what the process runs (canonical path): a broker may open its secrets."""
+    program: what the process runs (canonical path): a broker may open its secrets.
+    sensor_files: the sensor's own files and directories (a directory ends with "/"): no agent
+    changes them, whatever its profile."""
+    tamper = _changes_sensor_file(event, target, target2, sensor_files)
+    if tamper is not None:
+        return tamper
     if isinstance(event, OpenEvent):
         return _decide_open(event, profile, target, secret_files, program)
     if isinstance(event, FileChangeEvent):
@@ -154,6 +159,23 @@ CHANGE_VERBS = {
     FileOp.TRUNCATE: ("truncated", ""), FileOp.LINK: ("made a hard link to", "made a hard link named"),
     FileOp.SYMLINK: ("made a symlink pointing at", "made a symlink named"),
 }
+
+
+def _changes_sensor_file(event: Event, target: Target | None, target2: Target | None,
+                         sensor_files: tuple[str, ...]) -> Verdict | None:
+    if isinstance(event, OpenEvent) and event.is_write:
+        names = (target,)
+    elif isinstance(event, FileChangeEvent):
+        names = (target2,) if event.op == FileOp.SYMLINK else (target, target2)
+    else:
+        return None
+    for t in names:
+        for spelling in t.spellings if t else ():
+            if any(spelling == f or (f.endswith("/") and (spelling + "/").startswith(f)) for f in sensor_files):
+                return Verdict(kind=RuleKind.SENSOR_TAMPER, rule="sensor", pattern="",
+                               reason=f"changed {spelling}, one of the sensor's own files", action="kill",
+                               target=spelling)
+    return None
 
 
 def _decide_change(event: FileChangeEvent, profile: Profile, target: Target | None, target2: Target | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -108,6 +109,11 @@ class Daemon:
         self.pipeline = Pipeline(profiles, self.bpf, self.bus, self.audit_only, self.quarantine,
                                  kernel_enforcement=send_signal)
         self.source = DrainedRingBuffer(self.bpf, POLL_MS)
+        spool = self.spool_path
+        self.pipeline.protect_sensor_files(
+            [Path(__file__).parent, self.bpf.bpf_dir, Path(sys.prefix) / "bin" / "agent-sensor",
+             *(Path(p) for p in self.profile_paths),
+             *(spool.with_name(spool.name + suffix) for suffix in ("", "-wal", "-shm", "-journal"))])
         try:
             policies = self.pipeline.install_kernel_policies()
         except LoadError as exc:

@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -90,6 +91,7 @@ class Pipeline:
         self.names = dns_names.ResolvedNames()  # what agents' DNS answers resolved, per slot
         self.policies: dict[int, KernelPolicy] = {}
         self.lost: dict[int, int] = {}  # root pid -> its lost events already reported
+        self.sensor_files: tuple[str, ...] = ()  # set by protect_sensor_files
         self.lock = threading.RLock()  # the event loop and gRPC threads share the table
 
     def assign_slots(self, profiles: list[Profile]) -> dict[str, int]:
@@ -342,6 +344,12 @@ class Pipeline:
                 continue
             self.bpf.allow_learned(agent.slot, dest)
 
+    def protect_sensor_files(self, paths: list[Path]) -> None:
+        """The sensor's code, profiles and spool: no agent may change them (kernel and user space)."""
+        files = tuple(os.path.realpath(p) + ("/" if p.is_dir() else "") for p in paths)
+        self.sensor_files = files
+        self.bpf.protect_files(files)
+
     def check_event_loss(self) -> None:
         """Agent runs whose events the ring buffer had no room for since the last check: an
         event_loss alert each, acted on as the profile's on_event_loss says."""
@@ -375,7 +383,7 @@ class Pipeline:
                                             link_count(target.canonical) if target and target.file_id else 1)
         names = self.names.names_of(agent.slot, event.ip) if isinstance(event, ConnectEvent) else ()
         process = self.table.lookup(event.hdr.pid)
-        verdict = decide(event, agent.profile, target, secret_files, target2, names, process.exe)
+        verdict = decide(event, agent.profile, target, secret_files, target2, names, process.exe, self.sensor_files)
         if verdict is None:
             if event.hdr.kernel_action:
                 log.error("the kernel acted on %s event of pid %d but no rule fires in user space: "

@@ -18,3 +18,16 @@ def test_an_agent_sending_sigterm_to_the_daemon_is_killed_and_the_daemon_stays(d
     assert alert["action"]["in_kernel"] is True
     assert daemon.proc.poll() is None  # still running
     assert daemon.cli("status").returncode == 0
+
+
+def test_an_agent_writing_to_the_sensors_profiles_is_killed_before_the_write(daemon: Daemon):
+    profiles = daemon.workspace.parent / "profiles"
+    planted = profiles / "kill.yaml"
+    before = planted.read_bytes()
+    result = daemon.run_agent("e2e-alert", f"write:{planted}")
+    assert result.returncode == -9
+    assert planted.read_bytes() == before  # killed at the open: nothing written
+    (alert,) = daemon.alerts_for(result.pid)
+    assert alert["rule"]["kind"] == "RULE_KIND_SENSOR_TAMPER"
+    assert alert["reason"] == f"changed {planted}, one of the sensor's own files"
+    assert alert["action"]["in_kernel"] is True

@@ -569,3 +569,33 @@ def test_signals_elsewhere_and_probes_are_not_tampering(sensor_bpf, tracker, spa
         assert not [e for e in events.wait_exit(child.pid) if e.kind == "interface"]
     finally:
         sensor_bpf.protect_self(enforce=True)
+
+
+@pytest.mark.parametrize("change, killed", [
+    (lambda d, out: open(d / "spool.db", "a").write("planted"), True),  # a write: never happens
+    (lambda d, out: os.rename(out / "x", d / "x"), True),               # renamed into place
+    (lambda d, out: os.unlink(d / "spool.db"), True),                   # a removal
+    (lambda d, out: open(d / "spool.db").read(), False),                # reading is not changing
+])
+def test_an_agent_changing_the_sensors_files_is_killed_at_the_syscall(sensor_bpf, tracker, spawn, policy, tmp_path,
+                                                                      change, killed):
+    """Killed at the open, a writer never writes; a rename or unlink still happens before the
+    kill lands (no LSM here: README, Self-protection), but the agent is gone after it."""
+    own = tmp_path / "sensor"
+    own.mkdir()
+    (own / "spool.db").write_text("alerts")
+    (tmp_path / "x").write_text("x")
+    slot = policy("name: anything\nfiles:\n  read: [\"/**\"]\n  write: [\"/**\"]\non_violation: alert\n")
+    sensor_bpf.protect_self(enforce=True)  # the test process plays the sensor
+    sensor_bpf.protect_files((f"{own}/",))
+    try:
+        child = spawn(lambda ch: change(own, tmp_path))
+        tracker.track(child.pid, slot)
+        child.go()
+        assert child.wait() == (KILLED if killed else 0)
+        if killed:
+            sensor_bpf.forget_doomed(child.pid)
+        if (own / "spool.db").exists():
+            assert (own / "spool.db").read_text() == "alerts"
+    finally:
+        sensor_bpf.protect_files(())
