@@ -25,6 +25,7 @@ Each ACTION is done in order; then the agent prints "done" and sleeps, so a test
   rename:A:B / link:A:B / symlink:TARGET:LINK / unlink:P / chmod:P / truncate:P
                    the file change, names as given (the attempt counts even if it fails)
   signal:PID:SIG   send signal SIG to PID (the sensor, say)
+  cat:PATH         read PATH whole and print it
   write:PATH       append to PATH (one of the sensor's own files, say)
   sleep:SECONDS    wait (while the test changes something, a profile say)
   fork-storm       keep forking children (some spin without syscalls, some double-fork and
@@ -179,6 +180,9 @@ def main() -> None:
             held = socket.create_connection(("127.0.0.1", port), timeout=5)  # noqa: F841 - kept open
         elif action == "fork-storm":
             fork_storm(workspace)
+        elif action.startswith("cat:"):
+            with open(action[len("cat:"):]) as f:
+                print(f.read(), flush=True)
         elif action.startswith("write:"):
             try:
                 with open(action[len("write:"):], "a") as f:

@@ -31,3 +31,15 @@ def test_an_agent_writing_to_the_sensors_profiles_is_killed_before_the_write(dae
     assert alert["rule"]["kind"] == "RULE_KIND_SENSOR_TAMPER"
     assert alert["reason"] == f"changed {planted}, one of the sensor's own files"
     assert alert["action"]["in_kernel"] is True
+
+
+def test_secret_contents_never_reach_alerts_or_the_log(daemon: Daemon):
+    """The agent (alert mode) reads a secret whole; the sensor reports the path, never a byte of it."""
+    vault = daemon.workspace / "vault"
+    vault.mkdir(exist_ok=True)
+    (vault / "api-key").write_text("MARKER-9f1c2e-SECRET-CONTENT\n")
+    result = daemon.run_agent("e2e-alert", f"cat:{vault / 'api-key'}")
+    assert result.returncode == 0 and "MARKER-9f1c2e" in result.stdout  # it did read it
+    (alert,) = daemon.alerts_for(result.pid)
+    assert alert["rule"]["kind"] == "RULE_KIND_SECRET_ACCESS"
+    assert "MARKER-9f1c2e" not in str(daemon.alerts()) and "MARKER-9f1c2e" not in daemon.log.read_text()
