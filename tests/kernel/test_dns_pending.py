@@ -99,14 +99,21 @@ on_violation: kill
     return install
 
 
-def test_an_answer_leaves_only_its_own_addresses_to_user_space(sensor_bpf, tracker, spawn, events, dns_policy,
-                                                               resolver, listener_on):
-    target = listener_on("127.0.0.3")
-    port = target.getsockname()[1]
-    slot = dns_policy(port)
-    child = spawn(resolve_then_send("127.0.0.3", port))
-    tracker.track(child.pid, slot)
-    child.go()
+@pytest.fixture
+def agent_sending_to(tracker, spawn, dns_policy, resolver, listener_on):
+    """The tracked child resolving api.test, then sending to address:port at once; started, not awaited."""
+    def start(address: str):
+        listener = listener_on(address)
+        port = listener.getsockname()[1]
+        child = spawn(resolve_then_send(address, port))
+        tracker.track(child.pid, dns_policy(port))
+        child.go()
+        return child, listener, port
+    return start
+
+
+def test_an_answer_leaves_only_its_own_addresses_to_user_space(sensor_bpf, events, agent_sending_to):
+    child, target, port = agent_sending_to("127.0.0.3")
     assert child.wait() == 0
     # The kernel let the connect through for user space to judge by name (none runs here).
     assert received_bytes(target) == len(b"exfiltrated data")
@@ -122,14 +129,8 @@ def test_an_answer_leaves_only_its_own_addresses_to_user_space(sensor_bpf, track
     assert pending_addresses(sensor_bpf, child.pid) == set()
 
 
-def test_another_address_right_after_an_allowed_answer_is_refused(sensor_bpf, tracker, spawn, events, dns_policy,
-                                                                  resolver, listener_on):
-    attacker = listener_on("127.0.0.5")
-    port = attacker.getsockname()[1]
-    slot = dns_policy(port)
-    child = spawn(resolve_then_send("127.0.0.5", port))
-    tracker.track(child.pid, slot)
-    child.go()
+def test_another_address_right_after_an_allowed_answer_is_refused(sensor_bpf, events, agent_sending_to):
+    child, attacker, _ = agent_sending_to("127.0.0.5")
     assert child.wait() == KILLED
     assert received_bytes(attacker) == 0
     seen = events.wait_for([child.pid], lambda evs: any(e.kind == "connect" for e in evs))

@@ -424,24 +424,16 @@ def test_bind_and_listen_are_reported(tracker, spawn, policy, events):
     assert calls == [abi.NetCall.BIND, abi.NetCall.LISTEN]
 
 
-@pytest.fixture
-def other_process():
-    proc = subprocess.Popen(["/usr/bin/sleep", "60"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
 @pytest.mark.parametrize("spelling, killed", [
     ("/proc/{other}/environ", True), ("/proc/{other}/task/{other}/mem", True), ("/proc/{other}/cmdline", True),
     ("/proc/{other}/status", False), ("/proc/{own}/environ", False), ("/proc/self/environ", False),
 ])
-def test_another_process_memory_is_a_secret_in_the_kernel(tracker, spawn, policy, events, other_process,
+def test_another_process_memory_is_a_secret_in_the_kernel(tracker, spawn, policy, events, bystander,
                                                           spelling, killed):
     slot = policy("name: m\nfiles:\n  read: [\"/proc/**\"]\non_violation: kill\n")
 
     def read(ch):
-        with open(spelling.format(other=other_process, own=os.getpid()), "rb") as f:
+        with open(spelling.format(other=bystander, own=os.getpid()), "rb") as f:
             ch.send(f.read(64) or b"-")
 
     child = spawn(read)
@@ -449,7 +441,7 @@ def test_another_process_memory_is_a_secret_in_the_kernel(tracker, spawn, policy
     child.go()
     if killed:
         assert child.wait() == KILLED
-        path = spelling.format(other=other_process, own=child.pid)
+        path = spelling.format(other=bystander, own=child.pid)
         opens = events.wait_for([child.pid], lambda evs: any(getattr(e, "path", "") == path for e in evs))
         assert [e.hdr.kernel_action for e in opens if getattr(e, "path", "") == path] == [abi.KernelAction.KILL]
     else:
