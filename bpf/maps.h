@@ -125,13 +125,20 @@ static __always_inline void lost(u32 type)
 		lost_by_run.update(&root, &one);
 }
 
-/* Copy an event built in a scratch buffer into the ring buffer, counting success and loss. */
-static __always_inline void emit(void *event, u64 size, u32 type)
+/* Copy an event built in a scratch buffer into the ring buffer, counting success and loss.
+ * flags BPF_RB_NO_WAKEUP: not urgent (user space collects it within its poll interval), so a
+ * busy host's stream of such events costs no wakeup each. */
+static __always_inline void emit_flagged(void *event, u64 size, u32 type, u64 flags)
 {
-	if (events.ringbuf_output(event, size, 0) == 0)
+	if (events.ringbuf_output(event, size, flags) == 0)
 		count(type);
 	else
 		lost(type);
+}
+
+static __always_inline void emit(void *event, u64 size, u32 type)
+{
+	emit_flagged(event, size, type, 0);
 }
 
 /* Act now, in the calling process's context: the signal is delivered before the syscall

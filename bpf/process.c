@@ -157,7 +157,9 @@ int on_sched_process_exec(struct tracepoint__sched__sched_process_exec *args)
 	}
 
 	fill_header(&e->hdr, EVENT_EXEC, slot);
-	emit(e, sizeof(*e), EVENT_EXEC);
+	/* Another process's exec, sent only so user space can match agents by selectors: no wakeup
+	 * for each (a host runs many); an agent's own exec wakes user space at once. */
+	emit_flagged(e, sizeof(*e), EVENT_EXEC, slot == SENSOR_NO_SLOT ? BPF_RB_NO_WAKEUP : 0);
 	exec_stash.delete(&old_tid);
 	return 0;
 }

@@ -393,4 +393,7 @@ class SensorBPF:
         self.bpf[b"events"].open_ring_buffer(on_event)
 
     def poll(self, timeout_ms: int) -> None:
+        """Wait up to timeout_ms for an urgent event, then take everything there is (events sent
+        without a wakeup are collected here)."""
         self.bpf.ring_buffer_poll(timeout_ms)
+        self.bpf.ring_buffer_consume()

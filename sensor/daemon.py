@@ -30,6 +30,7 @@ log = logging.getLogger("agent-sensor")
 DEFAULT_LISTEN = "unix:///run/agent-sensor/sensor.sock"
 DEFAULT_SPOOL = Path("/var/lib/agent-sensor/alerts.db")
 POLL_MS = 100
+DRAIN_MS = 20  # the longest an event sent without a wakeup (another process's exec) waits
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 RELOAD_SIGNAL = signal.SIGHUP
 PROTECT_REFRESH_S = 5.0
@@ -108,7 +109,7 @@ class Daemon:
         # Without bpf_send_signal the kernel cannot act: policies compile as audit-only there.
         self.pipeline = Pipeline(profiles, self.bpf, self.bus, self.audit_only, self.quarantine,
                                  kernel_enforcement=send_signal)
-        self.source = DrainedRingBuffer(self.bpf, POLL_MS)
+        self.source = DrainedRingBuffer(self.bpf, DRAIN_MS)
         spool = self.spool_path
         self.pipeline.protect_sensor_files(
             [Path(__file__).parent, self.bpf.bpf_dir, Path(sys.prefix) / "bin" / "agent-sensor",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import pwd
 from collections import OrderedDict
+from functools import cached_property
 from dataclasses import dataclass, field
 
 import psutil
@@ -14,7 +15,7 @@ import psutil
 from .correlate import Target
 from .abi import FileOp
 from .decode import AT_FDCWD, CwdEvent, ExecEvent, OpenedEvent, FileChangeEvent, ForkEvent
-from .profiles import Profile, ProcessFacts
+from .profiles import Profile
 from .secret_files import file_id
 
 EXITED_KEPT = 4096  # exited processes remembered for the ancestry of later alerts
@@ -96,6 +97,41 @@ def cgroup_path(pid: int) -> str | None:
     except OSError:
         pass
     return None
+
+
+class ExecFacts:
+    """ProcessFacts (profiles/match.py) of a process that just called exec, each read only when
+    a selector asks for it: most execs on a host are no agent's, and the command line (in the
+    event) usually settles that without a look at /proc."""
+
+    def __init__(self, table: ProcessTable, event: ExecEvent):
+        self._table, self._event = table, event
+        self.uid = event.hdr.uid
+
+    @cached_property
+    def cmdline(self) -> str:
+        argv = self._event.argv
+        if self._event.flags & self._event.flags.ARGV_TRUNCATED or not argv:
+            argv = tuple(_proc_cmdline(self._event.hdr.pid)) or argv
+        return " ".join(argv)
+
+    @cached_property
+    def exe_paths(self) -> tuple[str, ...]:
+        pid, spellings = self._event.hdr.pid, []
+        if self._event.filename:
+            spellings.extend(self._table.resolve(pid, self._event.filename, self._event.dirfd).spellings)
+        exe = _readlink(f"/proc/{pid}/exe")
+        if exe and exe not in spellings:
+            spellings.append(exe)
+        return tuple(spellings)
+
+    @cached_property
+    def username(self) -> str | None:
+        return user_name(self.uid)
+
+    @cached_property
+    def cgroup(self) -> str | None:
+        return cgroup_path(self._event.hdr.pid)
 
 
 class ProcessTable:
@@ -259,20 +295,9 @@ class ProcessTable:
             return self.resolve(pid, os.path.join(base, event.path) if base else event.path, event.dirfd), second
         return self.resolve(pid, event.path, event.dirfd, follow=follow), second
 
-    def facts(self, event: ExecEvent) -> ProcessFacts:
+    def facts(self, event: ExecEvent) -> ExecFacts:
         """What profiles' match selectors see for a process that just called exec."""
-        pid = event.hdr.pid
-        spellings = []
-        if event.filename:
-            spellings.extend(self.resolve(pid, event.filename, event.dirfd).spellings)
-        exe = _readlink(f"/proc/{pid}/exe")
-        if exe and exe not in spellings:
-            spellings.append(exe)
-        argv = event.argv
-        if event.flags & event.flags.ARGV_TRUNCATED or not argv:
-            argv = tuple(_proc_cmdline(pid)) or argv
-        return ProcessFacts(exe_paths=tuple(spellings), cmdline=" ".join(argv), uid=event.hdr.uid,
-                            username=user_name(event.hdr.uid), cgroup=cgroup_path(pid))
+        return ExecFacts(self, event)
 
     def _from_proc(self, pid: int) -> ProcessInfo:
         try:

@@ -43,11 +43,12 @@ def profile_matches(profile: Profile, facts: ProcessFacts) -> bool:
     selectors = profile.match
     if selectors.is_empty:
         return False
+    # The command line first: it comes with the exec event, the rest may need /proc.
+    if selectors.cmdline and not any(glob.matches(facts.cmdline) for glob in selectors.cmdline):
+        return False
     if selectors.exe and not any(
         glob.matches(path) for glob in selectors.exe for path in facts.exe_paths
     ):
-        return False
-    if selectors.cmdline and not any(glob.matches(facts.cmdline) for glob in selectors.cmdline):
         return False
     if selectors.user and not any(_user_matches(user, facts) for user in selectors.user):
         return False

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import socket
 import statistics
@@ -21,11 +20,11 @@ import time
 from pathlib import Path
 
 from sensor.client import SensorClient
+from tests.bench.report import write_section
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("agent-sensor"))
 DOC = ROOT / "docs" / "BENCHMARKS.md"
-BEGIN, END = "<!-- enforcement:begin -->", "<!-- enforcement:end -->"
 
 PROFILE = """\
 name: bench
@@ -149,13 +148,7 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     print(table)
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{table}\n{END}"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text += f"\n## Enforcement latency and leakage\n\n{block}\n"
-    DOC.write_text(text)
+    write_section(DOC, "enforcement", table)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,18 @@
+"""Benchmark tables into docs/BENCHMARKS.md, each between its own markers, so one benchmark
+rewrites its section and leaves the others alone."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def write_section(doc: Path, name: str, table: str) -> None:
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{table}\n{end}"
+    if begin in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + f"\n\n{block}\n"
+    doc.write_text(text)

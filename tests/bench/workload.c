@@ -1,0 +1,71 @@
+/* Micro-workloads for the overhead benchmark (tests/bench/overhead.py): each prints the mean
+ * nanoseconds one operation took over N operations.
+ *
+ *   workload open N       open() of a file that does not exist
+ *   workload connect N    TCP connect() to a closed loopback port (refused), then close()
+ *   workload forkexec N   fork(), execve("/bin/true") in the child, waitpid() in the parent
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int closed_port(void)
+{
+	/* Bound, never listened, closed: a connect to it is refused at once. */
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	bind(s, (struct sockaddr *)&a, sizeof(a));
+	getsockname(s, (struct sockaddr *)&a, &len);
+	close(s);
+	return ntohs(a.sin_port);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 3) {
+		fprintf(stderr, "usage: %s open|connect|forkexec N\n", argv[0]);
+		return 64;
+	}
+	long n = atol(argv[2]);
+	struct sockaddr_in target = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	target.sin_port = htons(closed_port());
+	long long start = now_ns();
+	for (long i = 0; i < n; i++) {
+		if (!strcmp(argv[1], "open")) {
+			int fd = open("/nonexistent/agent-sensor-bench", O_RDONLY);
+			if (fd >= 0)
+				close(fd);
+		} else if (!strcmp(argv[1], "connect")) {
+			int s = socket(AF_INET, SOCK_STREAM, 0);
+			connect(s, (struct sockaddr *)&target, sizeof(target));
+			close(s);
+		} else if (!strcmp(argv[1], "forkexec")) {
+			pid_t pid = fork();
+			if (pid == 0) {
+				execl("/bin/true", "true", (char *)NULL);
+				_exit(127);
+			}
+			waitpid(pid, NULL, 0);
+		} else {
+			fprintf(stderr, "unknown workload %s\n", argv[1]);
+			return 64;
+		}
+	}
+	printf("%.1f\n", (double)(now_ns() - start) / n);
+	return 0;
+}
