@@ -110,6 +110,7 @@ bench: setup
 	@dpkg -s auditd >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends auditd; }
 	PYTHONPATH=. $(PY) tests/bench/enforcement.py
 	PYTHONPATH=. $(PY) tests/bench/overhead.py
+	PYTHONPATH=. $(PY) tests/bench/agents.py
 
 check-tools:
 	@missing=""; for p in $(CHECK_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
