@@ -154,7 +154,8 @@ static __always_inline int finish_open(long ret)
 		return 0;
 	struct opened_event o = {.fd = ret};
 	fill_header(&o.hdr, EVENT_OPENED, t->slot);
-	emit(&o, sizeof(o), EVENT_OPENED);
+	/* Needed only to resolve later names, never to act at once: no wakeup of its own. */
+	emit_flagged(&o, sizeof(o), EVENT_OPENED, BPF_RB_NO_WAKEUP);
 	return 0;
 }
 
