@@ -144,6 +144,7 @@ class AlertBus:
         self._subscribers: list[Subscription] = []
         self.published = 0
         self.catch_ups = 0
+        self.observers: list = []  # called with each published alert (metrics)
         self.last_published = spool.last_id()
 
     def next_id(self) -> int:
@@ -160,6 +161,12 @@ class AlertBus:
             self.last_published = max(self.last_published, alert.id)
             for sub in self._subscribers:
                 sub.offer(alert)
+        for observe in self.observers:
+            observe(alert)
+
+    @property
+    def consumers(self) -> int:
+        return len(self._subscribers)
 
     def subscribe(self, wants, backlog: int, since_id: int | None = None) -> tuple[Subscription, list[pb.Alert]]:
         """Atomically: the alerts already published that the consumer wants (after since_id; or

@@ -81,9 +81,12 @@ def main() -> None:
               help="Require TCP clients to present a certificate signed by this CA (mutual TLS).")
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Require TCP clients to send this bearer token (root-owned, mode 600).")
+@click.option("--metrics", "metrics_address", metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP: keep it on loopback "
+                   "or a monitoring network).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 def run(profile_paths, listen, audit_only, spool, spool_max_mb, spool_max_days, tls_cert, tls_key, tls_client_ca,
-        token_file, verbose) -> None:
+        token_file, metrics_address, verbose) -> None:
     """Run the sensor daemon in the foreground (root). Logs one line per alert.
 
     Stops on SIGTERM or Ctrl-C, detaching every BPF program."""
@@ -97,7 +100,8 @@ def run(profile_paths, listen, audit_only, spool, spool_max_mb, spool_max_days, 
         raise click.UsageError("--tls-cert and --tls-key go together, and client authentication needs them")
     security = TcpSecurity(tls_cert, tls_key, tls_client_ca, token_file) if tls_cert else None
     daemon = Daemon(list(profile_paths), list(listen), audit_only, spool,
-                    Retention(max_bytes=spool_max_mb * 1024 * 1024, max_age_s=spool_max_days * 86400), security)
+                    Retention(max_bytes=spool_max_mb * 1024 * 1024, max_age_s=spool_max_days * 86400), security,
+                    metrics_address)
     try:
         daemon.start()
     except StartupError as exc:

@@ -48,12 +48,14 @@ class StartupError(RuntimeError):
 class Daemon:
     def __init__(self, profile_paths: list[str], listen: list[str], audit_only: bool = False,
                  spool_path: Path = DEFAULT_SPOOL, retention: Retention = Retention(),
-                 tcp_security: TcpSecurity | None = None):
+                 tcp_security: TcpSecurity | None = None, metrics_address: str | None = None):
         self.profile_paths = profile_paths
         self.audit_only = audit_only
         self.listen = listen or [DEFAULT_LISTEN]
         self.spool_path = spool_path
         self.tcp_security = tcp_security
+        self.metrics_address = metrics_address
+        self.metrics_server = None
         self.retention = retention
         self.bus: AlertBus | None = None
         self.stopping = threading.Event()
@@ -142,6 +144,15 @@ class Daemon:
                 not a.startswith("unix:") for a in self.listen):
             log.warning("API on TCP with TLS but no client authentication (no --tls-client-ca, no --token-file): "
                         "anyone who reaches the port can read alerts and track processes")
+        if self.metrics_address:
+            from .export.metrics import Metrics  # prometheus-client: only when asked for
+            metrics = Metrics(self)
+            self.bus.observers.append(metrics.observe)
+            try:
+                self.metrics_server = metrics.serve(self.metrics_address)
+            except (OSError, ValueError) as exc:
+                raise StartupError(f"cannot serve metrics on {self.metrics_address}: {exc}") from exc
+            log.info("Prometheus metrics on http://%s/metrics", self.metrics_address)
         self.bpf.protect_self(enforce=not self.audit_only)  # the API's threads too
         log.info("agent-sensor %s running; API on %s", __version__, ", ".join(self.listen))
 
@@ -192,6 +203,8 @@ class Daemon:
         self.stopping.set()
         if self.server is not None:
             self.server.stop(grace=1)
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
         if self.source is not None:
             self.source.close()
         if self.quarantine is not None:
