@@ -84,9 +84,13 @@ def main() -> None:
 @click.option("--metrics", "metrics_address", metavar="HOST:PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP: keep it on loopback "
                    "or a monitoring network).")
+@click.option("--output", "outputs", multiple=True, metavar="SPEC",
+              help="Also write alerts to: stdout | jsonl:PATH[,max_mb=N][,keep=K] | "
+                   "syslog:udp://HOST:PORT | syslog:tcp://HOST:PORT | syslog:unix:PATH; add ,format=ocsf for "
+                   "OCSF Detection Findings (default ,format=native). Repeatable.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 def run(profile_paths, listen, audit_only, spool, spool_max_mb, spool_max_days, tls_cert, tls_key, tls_client_ca,
-        token_file, metrics_address, verbose) -> None:
+        token_file, metrics_address, outputs, verbose) -> None:
     """Run the sensor daemon in the foreground (root). Logs one line per alert.
 
     Stops on SIGTERM or Ctrl-C, detaching every BPF program."""
@@ -101,7 +105,7 @@ def run(profile_paths, listen, audit_only, spool, spool_max_mb, spool_max_days, 
     security = TcpSecurity(tls_cert, tls_key, tls_client_ca, token_file) if tls_cert else None
     daemon = Daemon(list(profile_paths), list(listen), audit_only, spool,
                     Retention(max_bytes=spool_max_mb * 1024 * 1024, max_age_s=spool_max_days * 86400), security,
-                    metrics_address)
+                    metrics_address, list(outputs))
     try:
         daemon.start()
     except StartupError as exc:

@@ -48,13 +48,16 @@ class StartupError(RuntimeError):
 class Daemon:
     def __init__(self, profile_paths: list[str], listen: list[str], audit_only: bool = False,
                  spool_path: Path = DEFAULT_SPOOL, retention: Retention = Retention(),
-                 tcp_security: TcpSecurity | None = None, metrics_address: str | None = None):
+                 tcp_security: TcpSecurity | None = None, metrics_address: str | None = None,
+                 outputs: list[str] = ()):
         self.profile_paths = profile_paths
         self.audit_only = audit_only
         self.listen = listen or [DEFAULT_LISTEN]
         self.spool_path = spool_path
         self.tcp_security = tcp_security
         self.metrics_address = metrics_address
+        self.output_specs = list(outputs)
+        self.outputs: list = []
         self.metrics_server = None
         self.retention = retention
         self.bus: AlertBus | None = None
@@ -144,6 +147,12 @@ class Daemon:
                 not a.startswith("unix:") for a in self.listen):
             log.warning("API on TCP with TLS but no client authentication (no --tls-client-ca, no --token-file): "
                         "anyone who reaches the port can read alerts and track processes")
+        from .export.outputs import OutputError, parse_output
+        try:
+            self.outputs = [parse_output(spec) for spec in self.output_specs]
+        except (OutputError, OSError) as exc:
+            raise StartupError(f"--output {exc}") from exc
+        self.bus.observers.extend(self.outputs)
         if self.metrics_address:
             from .export.metrics import Metrics  # prometheus-client: only when asked for
             metrics = Metrics(self)
@@ -205,6 +214,8 @@ class Daemon:
             self.server.stop(grace=1)
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
+        for output in self.outputs:
+            output.close()
         if self.source is not None:
             self.source.close()
         if self.quarantine is not None:
