@@ -62,7 +62,20 @@ def main() -> None:
     """
 
 
+def _read_config(ctx, _param, path):
+    """--config: the file's settings become the defaults the other flags override."""
+    if path is not None:
+        from .config import ConfigError, load_config
+        try:
+            ctx.default_map = {**(ctx.default_map or {}), **load_config(path)}
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--config")
+    return path
+
+
 @main.command()
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), is_eager=True, expose_value=False,
+              callback=_read_config, help="YAML file with these settings (see examples/config.yaml); flags override it.")
 @click.option("--profiles", "profile_paths", multiple=True, default=["/etc/agent-sensor/profiles"],
               show_default=True, type=click.Path(), help="Profile file or directory (repeatable).")
 @click.option("--listen", multiple=True, help=f"gRPC address (repeatable). Default: {DEFAULT_SERVER}. "

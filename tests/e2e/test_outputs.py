@@ -41,3 +41,26 @@ def test_an_alert_reaches_every_output(tmp_path):
         assert stop_daemon(proc, log) == 0, log.read_text()
     stdout_records = [orjson.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert [r["id"] for r in stdout_records] == [alert["id"]]
+
+
+def test_the_config_file_sets_outputs_and_flags_override_it(tmp_path):
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    shutil.copy(HERE / "agent_actions.py", workspace / "agent_actions.py")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "kill.yaml").write_text(profile_yaml("e2e-config", workspace, 1, "kill"))
+    jsonl = tmp_path / "from-config.jsonl"
+    config = tmp_path / "config.yaml"
+    # listen and profiles here are overridden by start_daemon's flags; outputs comes from the file.
+    config.write_text(f"profiles: [/nonexistent]\nlisten: [unix:///nonexistent/s.sock]\noutputs: ['jsonl:{jsonl}']\n")
+    config.chmod(0o644)
+    proc, server, log = start_daemon(tmp_path, tmp_path / "profiles", "--config", str(config))
+    try:
+        result = Daemon(proc, server, log, workspace, 1).run_agent("e2e-config", "secret")
+        assert result.returncode == -9
+        deadline = time.monotonic() + 15
+        while not jsonl.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert orjson.loads(jsonl.read_text().splitlines()[0])["rule"]["kind"] == "RULE_KIND_SECRET_ACCESS"
+    finally:
+        assert stop_daemon(proc, log) == 0, log.read_text()
