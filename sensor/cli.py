@@ -265,27 +265,20 @@ def _print_incident(inc, verbose: bool) -> None:
                f"network_cut={'yes' if inc.network_cut else 'no'}")
     if not verbose:
         return
+    from .top import incident_tree
     click.echo(f"  reason: {inc.reason}  (alert #{inc.alert_id})")
     click.echo(f"  cgroup: {inc.cgroup or '-'}")
     click.echo(f"  detail: {inc.detail}")
     click.echo("  process tree:")
     by_pid = {p.process.pid: p for p in inc.processes}
-    children: dict[int, list[int]] = {}
-    for p in inc.processes:
-        children.setdefault(p.process.ppid if p.process.ppid in by_pid else 0, []).append(p.process.pid)
-
-    def show(pid: int, depth: int) -> None:
-        p = by_pid[pid]
-        click.echo(f"    {'  ' * depth}{pid} [{p.state}] {' '.join(p.process.cmdline) or p.process.exe}")
-        for f in p.files:
-            click.echo(f"    {'  ' * depth}    fd {f.fd}: {f.target}")
-        for s in p.sockets:
-            click.echo(f"    {'  ' * depth}    socket {s.protocol}/{s.family} {s.state} {s.local} -> {s.remote or '-'}")
-        for child in sorted(children.get(pid, [])):
-            show(child, depth + 1)
-
-    for root in sorted(children.get(0, [])):
-        show(root, 0)
+    for line in incident_tree(inc)[1:]:
+        click.echo(line)
+        pid = int(line.split()[0])
+        indent = line[:len(line) - len(line.lstrip())]
+        for f in by_pid[pid].files:
+            click.echo(f"{indent}    fd {f.fd}: {f.target}")
+        for sock in by_pid[pid].sockets:
+            click.echo(f"{indent}    socket {sock.protocol}/{sock.family} {sock.state} {sock.local} -> {sock.remote or '-'}")
     click.echo("  last events:")
     for line in inc.last_events:
         click.echo(f"    {line}")
@@ -319,6 +312,21 @@ _incident_command("release", "Thaw the agent, restore its network and cgroups.",
                   lambda client, i: client.release_incident(i))
 _incident_command("kill", "End the quarantined agent's whole process tree.",
                   lambda client, i: client.kill_incident(i))
+
+
+@main.command()
+@server_option
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2),
+              help="Seconds between redraws.")
+@click.option("--once", is_flag=True, help="Print one view and exit (for scripts).")
+def top(server, interval, once) -> None:
+    """A live view: tracked agents and their event rates, the latest alerts, quarantined
+    incidents with their process trees. Ctrl-C to leave."""
+    from .top import run as run_top
+    try:
+        _rpc(server, lambda client: run_top(client, interval, once, click.echo))
+    except KeyboardInterrupt:
+        pass
 
 
 @main.group()

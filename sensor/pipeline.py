@@ -91,6 +91,7 @@ class Pipeline:
         self.names = dns_names.ResolvedNames()  # what agents' DNS answers resolved, per slot
         self.policies: dict[int, KernelPolicy] = {}
         self.lost: dict[int, int] = {}  # root pid -> its lost events already reported
+        self.events_by_run: dict[int, int] = {}  # root pid -> events judged (for status and top)
         self.sensor_files: tuple[str, ...] = ()  # set by protect_sensor_files
         self.lock = threading.RLock()  # the event loop and gRPC threads share the table
 
@@ -255,6 +256,10 @@ class Pipeline:
                 log.exception("error handling %s event of pid %d (counted in status)", event.kind, event.hdr.pid)
 
     def _dispatch(self, event: Event) -> None:
+        if event.hdr.slot is not None:
+            info = self.table.get(event.hdr.pid)
+            if info is not None and info.agent is not None:
+                self.events_by_run[info.agent.root_pid] = self.events_by_run.get(info.agent.root_pid, 0) + 1
         if isinstance(event, ExecEvent):
             self._on_exec(event)
         elif isinstance(event, ForkEvent):
@@ -296,6 +301,7 @@ class Pipeline:
             self.bpf.forget_dns(agent.root_pid)
             self.bpf.forget_lost(agent.root_pid)
             self.lost.pop(agent.root_pid, None)
+            self.events_by_run.pop(agent.root_pid, None)
             log.info("agent %s ended", agent.id)
 
     def _on_dns(self, event: DnsEvent) -> None:
