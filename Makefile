@@ -19,9 +19,10 @@ SERVICE_ROOT ?=
 SERVICE_PROFILES ?= /etc/agent-sensor/profiles
 SERVICE_UNIT_DIR ?= /etc/systemd/system
 START_SERVICE ?= $(if $(SERVICE_ROOT),no,yes)
-# Tools the tests use to check vagrant/ (tests/unit/test_vagrant.py); not needed to run the sensor,
+# Tools the tests use: vagrant/ checks (tests/unit/test_vagrant.py), the NATS server of docs/FLEET.md's
+# example (tests/e2e/test_fleet_nats.py); not needed to run the sensor,
 # so not in `setup`, which also provisions the VMs.
-CHECK_APT_PACKAGES := vagrant shellcheck
+CHECK_APT_PACKAGES := vagrant shellcheck nats-server
 VAGRANT_MACHINES := ubuntu2404 debian12
 # Debian's vagrant ships no checkpoint call-home, but make sure: no network beyond the mirrors.
 export VAGRANT_CHECKPOINT_DISABLE := 1
