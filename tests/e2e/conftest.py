@@ -121,6 +121,24 @@ on_violation: kill
     assert stop_daemon(proc, log) == 0
 
 
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def started_kill_daemon(tmp: Path, name: str, *extra: str) -> Daemon:
+    """A daemon (run flags `extra`) with one kill profile, NAME, and a workspace with the test agent."""
+    workspace = tmp / "workspace"
+    workspace.mkdir()
+    shutil.copy(HERE / "agent_actions.py", workspace / "agent_actions.py")
+    (tmp / "profiles").mkdir()
+    (tmp / "profiles" / "kill.yaml").write_text(profile_yaml(name, workspace, 1, "kill"))
+    proc, server, log = start_daemon(tmp, tmp / "profiles", *extra)
+    return Daemon(proc, server, log, workspace, 1)
+
+
 @pytest.fixture(scope="module")
 def listener():
     """The 'allowed API' the agents may connect to: a loopback TCP listener."""

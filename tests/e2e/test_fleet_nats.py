@@ -16,17 +16,11 @@ import nats
 import orjson
 import pytest
 
-from .conftest import Daemon
+from .conftest import Daemon, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FORWARDER = ROOT / "examples" / "forward_to_nats.py"
 DEADLINE_S = 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -3,16 +3,9 @@ decision and action latency; the kernel's event counters are there."""
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 
-from .conftest import Daemon, HERE, profile_yaml, start_daemon, stop_daemon
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .conftest import free_port, started_kill_daemon, stop_daemon
 
 
 def scrape(address: str) -> dict[str, float]:
@@ -22,16 +15,9 @@ def scrape(address: str) -> dict[str, float]:
 
 
 def test_metrics_count_alerts_actions_and_latency(tmp_path):
-    import shutil
-    workspace = tmp_path / "workspace"
-    workspace.mkdir()
-    shutil.copy(HERE / "agent_actions.py", workspace / "agent_actions.py")
-    (tmp_path / "profiles").mkdir()
-    (tmp_path / "profiles" / "kill.yaml").write_text(profile_yaml("e2e-metrics", workspace, 1, "kill"))
     address = f"127.0.0.1:{free_port()}"
-    proc, server, log = start_daemon(tmp_path, tmp_path / "profiles", "--metrics", address)
+    daemon = started_kill_daemon(tmp_path, "e2e-metrics", "--metrics", address)
     try:
-        daemon = Daemon(proc, server, log, workspace, 1)
         result = daemon.run_agent("e2e-metrics", "secret")
         assert result.returncode == -9
         assert len(daemon.alerts_for(result.pid)) == 1
@@ -43,4 +29,4 @@ def test_metrics_count_alerts_actions_and_latency(tmp_path):
         assert m['agent_sensor_ring_buffer_lost_total{type="open"}'] == 0
         assert m["agent_sensor_consumers"] == 0
     finally:
-        assert stop_daemon(proc, log) == 0, log.read_text()
+        assert stop_daemon(daemon.proc, daemon.log) == 0, daemon.log.read_text()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import socket
 import subprocess
 
 import grpc
@@ -18,7 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from sensor.client import SensorClient
 
-from .conftest import CLI, start_daemon, stop_daemon
+from .conftest import CLI, free_port, start_daemon, stop_daemon
 
 
 def _name(cn: str) -> x509.Name:
@@ -59,12 +58,6 @@ def pki(tmp_path):
     token.write_text("s3cret-token\n")
     token.chmod(0o600)
     return {"ca": ca_crt, "server": server, "client": client, "rogue": rogue, "token": token}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
