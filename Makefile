@@ -112,6 +112,7 @@ bench: setup
 	PYTHONPATH=. $(PY) tests/bench/enforcement.py
 	PYTHONPATH=. $(PY) tests/bench/overhead.py
 	PYTHONPATH=. $(PY) tests/bench/agents.py
+	PYTHONPATH=. $(PY) tests/bench/throughput.py
 
 check-tools:
 	@missing=""; for p in $(CHECK_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
