@@ -316,6 +316,31 @@ _incident_command("kill", "End the quarantined agent's whole process tree.",
 
 @main.command()
 @server_option
+@click.option("--agent", "agents", multiple=True, help="Only events of this agent (profile name; repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (the proto's JSON mapping).")
+def events(server, agents, as_json) -> None:
+    """Follow every event of the agents as the daemon judges it (not stored; a slow reader loses
+    events, and each record says how many so far). Ctrl-C to leave."""
+    from google.protobuf.json_format import MessageToDict
+    try:
+        with _client(server) as client:
+            for record in client.events(agents):
+                if as_json:
+                    import orjson
+                    line = orjson.dumps(MessageToDict(record, preserving_proto_field_name=True)).decode()
+                else:
+                    line = (f"#{record.seq} {record.instance_id} pid={record.pid} {record.type} {record.what}"
+                            + (" [kernel acted]" if record.kernel_acted else "")
+                            + (f" ({record.dropped} dropped so far)" if record.dropped else ""))
+                click.echo(line)
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # noqa: BLE001
+        _fail_rpc(exc, server)
+
+
+@main.command()
+@server_option
 @click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2),
               help="Seconds between redraws.")
 @click.option("--once", is_flag=True, help="Print one view and exit (for scripts).")

@@ -64,6 +64,10 @@ class SensorClient:
         request = pb.TrackProcessRequest(pid=pid, profile=profile, pending_exec=pending_exec)
         return self._stub.TrackProcess(request, timeout=self.timeout).instance_id
 
+    def events(self, agents=()) -> Iterator[pb.EventRecord]:
+        """Every event of the agents judged from now on (not stored: see EventRecord.dropped)."""
+        return self._stub.StreamEvents(pb.StreamEventsRequest(agents=list(agents)), timeout=None)
+
     def reload_profiles(self) -> pb.ReloadProfilesResponse:
         return self._stub.ReloadProfiles(pb.ReloadProfilesRequest(), timeout=self.timeout)
 

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 import psutil
 
 from . import enforce
-from .alerts import AlertBus, build_alert, complete_action, log_line
+from .alerts import AlertBus, build_alert, complete_action, log_line, wall_ns
 from .correlate import Target, decide
 from .decode import (ConnectEvent, CwdEvent, DecodeError, DnsEvent, Event, EventLoss, ExecEvent, ExitEvent,
                      FileChangeEvent, ForkEvent, Header, InterfaceEvent, OpenEvent, OpenedEvent, decode)
 from . import dns_names
 from .incidents import Incident, IncidentStore
+from .export.event_feed import EventFeed
 from .kernel_rules import KernelPolicy, compile_policy, kernel_address, learned_destination
 from .secret_files import SecretFiles, link_count
 from .processes import AgentInstance, ProcessTable, cgroup_path, start_ticks, user_name
@@ -92,6 +93,7 @@ class Pipeline:
         self.policies: dict[int, KernelPolicy] = {}
         self.lost: dict[int, int] = {}  # root pid -> its lost events already reported
         self.events_by_run: dict[int, int] = {}  # root pid -> events judged (for status and top)
+        self.feed = EventFeed()  # StreamEvents
         self.sensor_files: tuple[str, ...] = ()  # set by protect_sensor_files
         self.lock = threading.RLock()  # the event loop and gRPC threads share the table
 
@@ -410,6 +412,9 @@ class Pipeline:
     def _remember_text(self, agent: AgentInstance, event: Event, what: str) -> None:
         self.recent.setdefault(agent.root_pid, deque(maxlen=RECENT_EVENTS)).append(
             f"pid {event.hdr.pid} {event.kind} {what}")
+        if self.feed.listening:
+            self.feed.publish(agent.profile.name, agent.id, event.hdr.pid, event.kind, what,
+                              event.hdr.kernel_action != abi.KernelAction.NONE, wall_ns(event.hdr.ktime_ns))
 
     def _quarantine(self, event: Event, agent: AgentInstance, alert) -> None:
         """Hold the whole agent run for forensics: the kernel stops every member at its next

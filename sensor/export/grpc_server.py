@@ -72,6 +72,24 @@ class Servicer(pb_grpc.SensorServiceServicer):
         finally:
             bus.unsubscribe(sub)
 
+    def StreamEvents(self, request, context):
+        names = set(request.agents)
+        loaded = {p.name for p in self.daemon.pipeline.profiles}
+        if names - loaded:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"no loaded profile named {', '.join(sorted(names - loaded))} "
+                          f"(loaded: {', '.join(sorted(loaded)) or 'none'})")
+        feed = self.daemon.pipeline.feed
+        consumer = feed.subscribe(names)
+        try:
+            while context.is_active() and not self.daemon.stopping.is_set():
+                try:
+                    yield consumer.queue.get(timeout=STREAM_POLL_S)
+                except queue.Empty:
+                    continue
+        finally:
+            feed.unsubscribe(consumer)
+
     def ReloadProfiles(self, request, context):
         return self.daemon.reload()
 

@@ -1,0 +1,35 @@
+"""StreamEvents (`agent-sensor events`): a consumer connected before the agent runs sees each of
+its events as it is judged, with the canonical path and whether the kernel acted."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sensor.client import SensorClient
+
+from .conftest import Daemon
+
+
+def test_a_consumer_sees_the_agents_events_as_they_are_judged(daemon: Daemon):
+    records = []
+
+    def consume():
+        with SensorClient(daemon.server) as client:
+            for record in client.events(agents=["e2e-kill"]):
+                records.append(record)
+                if record.kernel_acted:
+                    return
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    time.sleep(1)  # connected before the agent starts
+    data = daemon.workspace / "data.txt"
+    result = daemon.run_agent("e2e-kill", f"open:{data}", "secret")
+    assert result.returncode == -9
+    consumer.join(15)
+    mine = [r for r in records if r.instance_id.startswith(f"e2e-kill/{result.pid}.")]
+    assert any(r.type == "open" and r.what == str(data) and not r.kernel_acted for r in mine)
+    assert mine[-1].type == "open" and mine[-1].what == "/etc/shadow" and mine[-1].kernel_acted
+    assert [r.seq for r in records] == sorted(set(r.seq for r in records))
+    assert all(r.dropped == 0 for r in records)
