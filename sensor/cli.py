@@ -32,6 +32,23 @@ def _rpc(server: str, call):
         _fail_rpc(exc, server)
 
 
+def _follow(server: str, stream, as_dict, as_line) -> None:
+    """Print a server stream, one line per message: JSON (as_dict) or text (as_line); Ctrl-C ends it."""
+    try:
+        with _client(server) as client:
+            for message in stream(client):
+                if as_dict is not None:
+                    import orjson
+                    sys.stdout.buffer.write(orjson.dumps(as_dict(message)) + b"\n")
+                else:
+                    sys.stdout.write(as_line(message) + "\n")
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # noqa: BLE001 - reported by _fail_rpc, never as a traceback
+        _fail_rpc(exc, server)
+
+
 def _fail_rpc(exc, server: str) -> None:
     import grpc
 
@@ -164,20 +181,9 @@ def exec_(profile, server, cmd) -> None:
 def alerts(server, follow, as_json, agents, rules, backlog, since_id) -> None:
     """Print alerts from the daemon: recent ones (or all after --since-id), then new ones with --follow."""
     from .alerts import alert_to_dict, log_line
-    try:
-        with _client(server) as client:
-            for alert in client.alerts(follow=follow, backlog=backlog, agents=agents,
-                                       rule_kinds=[RULE_KIND_NAMES[r] for r in rules], since_id=since_id):
-                if as_json:
-                    import orjson
-                    sys.stdout.buffer.write(orjson.dumps(alert_to_dict(alert)) + b"\n")
-                else:
-                    sys.stdout.write(log_line(alert) + "\n")
-                sys.stdout.flush()
-    except KeyboardInterrupt:
-        pass
-    except Exception as exc:  # noqa: BLE001
-        _fail_rpc(exc, server)
+    _follow(server, lambda client: client.alerts(follow=follow, backlog=backlog, agents=agents,
+                                                 rule_kinds=[RULE_KIND_NAMES[r] for r in rules], since_id=since_id),
+            alert_to_dict if as_json else None, log_line)
 
 
 @main.command()
@@ -322,21 +328,14 @@ def events(server, agents, as_json) -> None:
     """Follow every event of the agents as the daemon judges it (not stored; a slow reader loses
     events, and each record says how many so far). Ctrl-C to leave."""
     from google.protobuf.json_format import MessageToDict
-    try:
-        with _client(server) as client:
-            for record in client.events(agents):
-                if as_json:
-                    import orjson
-                    line = orjson.dumps(MessageToDict(record, preserving_proto_field_name=True)).decode()
-                else:
-                    line = (f"#{record.seq} {record.instance_id} pid={record.pid} {record.type} {record.what}"
-                            + (" [kernel acted]" if record.kernel_acted else "")
-                            + (f" ({record.dropped} dropped so far)" if record.dropped else ""))
-                click.echo(line)
-    except KeyboardInterrupt:
-        pass
-    except Exception as exc:  # noqa: BLE001
-        _fail_rpc(exc, server)
+
+    def line(record) -> str:
+        return (f"#{record.seq} {record.instance_id} pid={record.pid} {record.type} {record.what}"
+                + (" [kernel acted]" if record.kernel_acted else "")
+                + (f" ({record.dropped} dropped so far)" if record.dropped else ""))
+
+    _follow(server, lambda client: client.events(agents),
+            (lambda r: MessageToDict(r, preserving_proto_field_name=True)) if as_json else None, line)
 
 
 @main.command()

@@ -29,6 +29,16 @@ class Servicer(pb_grpc.SensorServiceServicer):
     def __init__(self, daemon):
         self.daemon = daemon
 
+    def _agent_names(self, agents, context) -> set[str]:
+        """A stream's agent filter: loaded profile names, else INVALID_ARGUMENT."""
+        names = set(agents)
+        loaded = {p.name for p in self.daemon.pipeline.profiles}
+        if names - loaded:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"no loaded profile named {', '.join(sorted(names - loaded))} "
+                          f"(loaded: {', '.join(sorted(loaded)) or 'none'})")
+        return names
+
     def StreamAlerts(self, request, context):
         kinds = set(request.rule_kinds)
         known_kinds = set(pb.RuleKind.values()) - {pb.RULE_KIND_UNSPECIFIED}
@@ -36,12 +46,7 @@ class Servicer(pb_grpc.SensorServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"unknown rule kinds {sorted(kinds - known_kinds)}; known: "
                           f"{', '.join(pb.RuleKind.Name(k) for k in sorted(known_kinds))}")
-        names = set(request.agents)
-        loaded = {p.name for p in self.daemon.pipeline.profiles}
-        if names - loaded:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"no loaded profile named {', '.join(sorted(names - loaded))} "
-                          f"(loaded: {', '.join(sorted(loaded)) or 'none'})")
+        names = self._agent_names(request.agents, context)
         if request.backlog > MAX_BACKLOG:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"backlog is at most {MAX_BACKLOG}")
 
@@ -73,12 +78,7 @@ class Servicer(pb_grpc.SensorServiceServicer):
             bus.unsubscribe(sub)
 
     def StreamEvents(self, request, context):
-        names = set(request.agents)
-        loaded = {p.name for p in self.daemon.pipeline.profiles}
-        if names - loaded:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"no loaded profile named {', '.join(sorted(names - loaded))} "
-                          f"(loaded: {', '.join(sorted(loaded)) or 'none'})")
+        names = self._agent_names(request.agents, context)
         feed = self.daemon.pipeline.feed
         consumer = feed.subscribe(names)
         try:
