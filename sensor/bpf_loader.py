@@ -108,6 +108,13 @@ def _write_field(struct, field, data: bytes) -> None:
     ctypes.memmove(ctypes.addressof(struct) + field.offset, data, len(data))
 
 
+def _path_key(slot: int, prefix) -> abi.PathLpmKey:
+    """The LPM key of a kernel_rules.SecretPrefix in a slot's path trie."""
+    key = abi.PathLpmKey(prefixlen=prefix.prefix_bits, slot=slot)
+    _write_field(key, abi.PathLpmKey.path, prefix.path)
+    return key
+
+
 def _destination_entry(slot: int, dest):
     """The allowed_dests/allowed_binds key and value of a DestinationPrefix."""
     key = abi.AddrLpmKey(prefixlen=dest.prefix_bits, slot=slot)
@@ -293,9 +300,7 @@ class SensorBPF:
                               (b"denied_execs", [(p, 1) for p in policy.denied_execs]),
                               (b"broker_execs", [(p, 1 << i) for i, p in enumerate(policy.brokers)])):
             for prefix, value in entries:
-                key = abi.PathLpmKey(prefixlen=prefix.prefix_bits, slot=slot)
-                _write_field(key, abi.PathLpmKey.path, prefix.path)
-                put(name, key, ctypes.c_uint32(value))
+                put(name, _path_key(slot, prefix), ctypes.c_uint32(value))
         for name, prefixes in ((b"allowed_dests", policy.destinations), (b"allowed_binds", policy.listen)):
             for dest in prefixes:
                 put(name, *_destination_entry(slot, dest))
@@ -338,22 +343,13 @@ class SensorBPF:
         for tid in now:
             tasks[ctypes.c_uint32(tid)] = ctypes.c_uint32(1)
 
-    def protect_files(self, files: tuple[str, ...]) -> None:
-        """The sensor's files (a directory ends with "/"): writes and changes by any tracked
+    def protect_files(self, prefixes) -> None:
+        """The sensor's files (kernel_rules.path_prefixes): writes and changes by any tracked
         agent are refused in the kernel (files.c, changes.c)."""
-        from .kernel_rules import SecretPrefix
         trie = self.bpf[b"protected_paths"]
         trie.clear()
-        for f in files:
-            for path, exact in ((f.rstrip("/"), True), (f, False)) if f.endswith("/") else ((f, True),):
-                raw = path.encode() + (b"\0" if exact else b"")
-                if len(raw) > abi.LPM_PATH_MAX:
-                    log.warning("%s: too long for the kernel to protect; user space judges it", f)
-                    continue
-                prefix = SecretPrefix(raw, exact)
-                key = abi.PathLpmKey(prefixlen=prefix.prefix_bits, slot=abi.NO_SLOT)
-                _write_field(key, abi.PathLpmKey.path, prefix.path)
-                trie[key] = ctypes.c_uint32(1)
+        for prefix in prefixes:
+            trie[_path_key(abi.NO_SLOT, prefix)] = ctypes.c_uint32(1)
 
     def clear_policy(self, slot: int) -> None:
         """Stop enforcing for a slot and drop its rules (switch first, then the rules)."""

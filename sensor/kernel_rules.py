@@ -80,8 +80,8 @@ class KernelPolicy:
         return dict(self.secret_brokers).get(secret, 0)
 
 
-def _secret_prefixes(pattern: str) -> list[SecretPrefix] | None:
-    """The kernel form of one expanded secret glob, or None if it needs user space."""
+def path_prefixes(pattern: str) -> list[SecretPrefix] | None:
+    """The kernel form (LPM prefixes) of one path or `dir/**`, or None if it needs user space."""
     if not GLOB_METACHARACTERS.intersection(pattern):
         raw = pattern.encode() + b"\0"
         return [SecretPrefix(raw, True)] if len(raw) <= abi.LPM_PATH_MAX else None
@@ -97,7 +97,7 @@ def _path_prefixes(globs, rule: str, user_space_only: list[str]) -> tuple[Secret
     out: list[SecretPrefix] = []
     for glob in globs:
         for pattern in glob.expanded:
-            compiled = _secret_prefixes(pattern)
+            compiled = path_prefixes(pattern)
             if compiled is None:
                 user_space_only.append(f"{rule} {pattern}: wildcard before the end, or too long")
             else:
@@ -225,7 +225,7 @@ def _brokers(profile: Profile, user_space_only: list[str]):
     programs: list[SecretPrefix] = []
     masks: dict[SecretPrefix, int] = {}
     for broker in profile.brokers:
-        program = _secret_prefixes(broker.program)
+        program = path_prefixes(broker.program)
         if not program or len(programs) >= MAX_BROKERS:
             user_space_only.append(f"brokers {broker.program}: too long or more than {MAX_BROKERS} brokers: "
                                    "the kernel refuses its reads")

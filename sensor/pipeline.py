@@ -26,7 +26,7 @@ from .decode import (ConnectEvent, CwdEvent, DecodeError, DnsEvent, Event, Event
 from . import dns_names
 from .incidents import Incident, IncidentStore
 from .export.event_feed import EventFeed
-from .kernel_rules import KernelPolicy, compile_policy, kernel_address, learned_destination
+from .kernel_rules import KernelPolicy, compile_policy, kernel_address, learned_destination, path_prefixes
 from .secret_files import SecretFiles, link_count
 from .processes import AgentInstance, ProcessTable, cgroup_path, start_ticks, user_name
 from .profiles import Profile, ProcessFacts, find_profile
@@ -110,8 +110,8 @@ class Pipeline:
                 slots[p.name] = slot
         return slots
 
-    def _set_profiles(self, profiles: list[Profile]) -> None:
-        self.slots = slots = self.assign_slots(profiles)
+    def _set_profiles(self, profiles: list[Profile], slots: dict[str, int] | None = None) -> None:
+        self.slots = slots = slots if slots is not None else self.assign_slots(profiles)
         self.profiles = profiles
         self.by_slot = {slots[p.name]: p for p in profiles}
         # (device, inode) of each profile's secret files: other names of the same file are secrets too
@@ -129,7 +129,7 @@ class Pipeline:
             previous = self.policies.get(slot)
             if previous is not None and previous.names != policies[profile.name].names:
                 self.names.forget(slot)  # what names resolved to is learned again, for the new names
-            self.bpf.set_policy(slot, policies[profile.name], previous=self.policies.get(slot))
+            self.bpf.set_policy(slot, policies[profile.name], previous=previous)
             self.policies[slot] = policies[profile.name]
         return policies
 
@@ -139,8 +139,7 @@ class Pipeline:
         longer tracked (their processes keep running, unwatched, which the log says)."""
         with self.lock:
             before = dict(self.slots)
-            self.assign_slots(profiles)  # raises before anything changes
-            self._set_profiles(profiles)
+            self._set_profiles(profiles, self.assign_slots(profiles))  # raises before anything changes
             removed = sorted(set(before) - set(self.slots))
             for name in removed:
                 slot = before[name]
@@ -356,7 +355,13 @@ class Pipeline:
         """The sensor's code, profiles and spool: no agent may change them (kernel and user space)."""
         files = tuple(os.path.realpath(p) + ("/" if p.is_dir() else "") for p in paths)
         self.sensor_files = files
-        self.bpf.protect_files(files)
+        prefixes = []
+        for f in files:
+            compiled = path_prefixes(f + "**" if f.endswith("/") else f)
+            if compiled is None:
+                log.warning("%s: the kernel cannot hold this name; user space judges changes to it", f)
+            prefixes += compiled or []
+        self.bpf.protect_files(prefixes)
 
     def check_event_loss(self) -> None:
         """Agent runs whose events the ring buffer had no room for since the last check: an

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sensor import abi
+from sensor.kernel_rules import path_prefixes
 from tests.waiting import gone
 
 from .conftest import KILLED, received_bytes
@@ -579,7 +580,7 @@ def test_an_agent_changing_the_sensors_files_is_killed_at_the_syscall(sensor_bpf
     (tmp_path / "x").write_text("x")
     slot = policy("name: anything\nfiles:\n  read: [\"/**\"]\n  write: [\"/**\"]\non_violation: alert\n")
     sensor_bpf.protect_self(enforce=True)  # the test process plays the sensor
-    sensor_bpf.protect_files((f"{own}/",))
+    sensor_bpf.protect_files(path_prefixes(f"{own}/**"))
     try:
         child = spawn(lambda ch: change(own, tmp_path))
         tracker.track(child.pid, slot)
