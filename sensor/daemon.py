@@ -34,6 +34,7 @@ DRAIN_MS = 20  # the longest an event sent without a wakeup (another process's e
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 RELOAD_SIGNAL = signal.SIGHUP
 PROTECT_REFRESH_S = 5.0
+LOSS_CHECK_S = 1.0  # how soon an event_loss alert follows the loss
 
 
 def block_stop_signals() -> None:
@@ -168,7 +169,7 @@ class Daemon:
     def run(self) -> None:
         """Judge events until a stop signal (blocked in every thread by block_stop_signals, so it
         is taken here with its sender: an agent's SIGTERM does not stop the sensor)."""
-        protected_at = time.monotonic()
+        protected_at = loss_checked_at = time.monotonic()
         while not self.stopping.is_set():
             for data in self.source.read(POLL_MS):
                 self.pipeline.handle(data)
@@ -185,7 +186,9 @@ class Daemon:
             if time.monotonic() - protected_at > PROTECT_REFRESH_S:  # threads come and go
                 self.bpf.protect_self(enforce=not self.audit_only)
                 protected_at = time.monotonic()
-            self.pipeline.check_event_loss()
+            if time.monotonic() - loss_checked_at > LOSS_CHECK_S:  # a map walk: not after every batch
+                self.pipeline.check_event_loss()
+                loss_checked_at = time.monotonic()
         while batch := self.source.read(0):  # what was read before the stop is still judged
             for data in batch:
                 self.pipeline.handle(data)
