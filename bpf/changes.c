@@ -29,6 +29,10 @@ static __always_inline int trace_change(u32 op, int dirfd, const char *path, int
 	struct file_change_event *e = change_scratch.lookup(&zero);
 	if (!e)
 		return 0;
+	/* Opens judged before this change are judged again (events.h, struct repeat_key). */
+	u32 *gen = names_changed.lookup(&zero);
+	if (gen)
+		__sync_fetch_and_add(gen, 1);
 	fill_header(&e->hdr, EVENT_FILE_CHANGE, t->slot);
 	e->op = op;
 	e->dirfd = dirfd;

@@ -20,6 +20,7 @@
 #define SENSOR_MAX_SLOTS 256       /* profiles the kernel can enforce */
 #define SENSOR_LPM_PATH_MAX 248    /* path bytes in a secret-path key (LPM keys are <= 256 bytes) */
 #define SENSOR_PORT_RANGES 8       /* port ranges per destination prefix */
+#define SENSOR_REPEAT_PATH_MAX 128 /* opens of longer names are always sent, never counted as repeats */
 #define SENSOR_DNS_MAX 1232        /* DNS message bytes captured (the EDNS payload size DNS flag day 2020 settled on) */
 
 enum event_type {
@@ -155,6 +156,8 @@ struct open_event {
 	__u16 syscall;  /* enum open_syscall */
 	__u16 path_len; /* bytes read including the NUL */
 	__u32 info;     /* enum open_info */
+	__u32 names_gen; /* names_changed when the open was entered: a repeat_key judged from this
+			  * event is stale, and never matches, once a tracked process changed a name */
 	char path[SENSOR_PATH_MAX];
 };
 
@@ -271,6 +274,24 @@ struct sensor_self {
 };
 
 /* Value of the tracked map (key: tgid). Children inherit it at fork. */
+/* An open user space judged allowed, on its second sighting (sensor/repeats.py): until
+ * expires_ns the kernel counts the same process's same open instead of sending it. Any name
+ * change by a tracked process (rename, unlink, link, symlink, ...) moves names_changed on, so
+ * every key judged before it misses at once, in the kernel. */
+struct repeat_key {
+	__u32 tgid;
+	__u32 slot;
+	__u32 flags;     /* open(2) flags */
+	__u32 names_gen; /* names_changed when the open was entered */
+	char path[SENSOR_REPEAT_PATH_MAX]; /* absolute, NUL-padded */
+};
+
+struct repeat_count {
+	__u64 expires_ns; /* bpf_ktime_get_ns() after which the open is sent (and judged) again */
+	__u64 count;      /* repeats counted, not sent, since user space set the entry */
+	__u64 last_ns;    /* the last of them */
+};
+
 struct tracked_proc {
 	__u32 slot;     /* agent slot: index of the profile in user space's table */
 	__u32 root_pid; /* tgid of the agent instance's first process */

@@ -92,11 +92,51 @@ static __always_inline void send_open(struct tracked_proc *t, struct open_event 
 	emit(e, bounded(offsetof(struct open_event, path) + len, sizeof(*e)), EVENT_OPEN);
 }
 
+static __always_inline u32 names_generation(void)
+{
+	u32 zero = 0;
+	u32 *gen = names_changed.lookup(&zero);
+	return gen ? *gen : 0;
+}
+
+/* The same open (process, flags, absolute name) user space judged allowed, still fresh and
+ * judged since the last name change: counted, not sent. Nothing the kernel enforces is skipped:
+ * user space caches only opens no rule fired on, and forgets them all at a profile reload. */
+static __always_inline int counted_as_repeat(struct tracked_proc *t, const char *filename, u32 flags,
+					     u32 gen)
+{
+	u32 zero = 0;
+	struct repeat_key *key = repeat_key_scratch.lookup(&zero);
+	if (!key)
+		return 0;
+	__builtin_memset(key, 0, sizeof(*key));
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	key->tgid = pid_tgid >> 32;
+	key->slot = t->slot;
+	key->flags = flags;
+	key->names_gen = gen;
+	long n = bpf_probe_read_user_str(key->path, sizeof(key->path), filename);
+	if (n <= 1 || n >= sizeof(key->path) || key->path[0] != '/')
+		return 0;
+	struct repeat_count *c = open_repeats.lookup(key);
+	u64 now = bpf_ktime_get_ns();
+	if (!c || now > c->expires_ns)
+		return 0;
+	__sync_fetch_and_add(&c->count, 1);
+	c->last_ns = now;
+	u32 tid = (u32)pid_tgid;
+	counted_opens.update(&tid, &zero);
+	return 1;
+}
+
 static __always_inline int trace_open(int dirfd, const char *filename, u32 flags, u32 mode,
 				      u16 syscall)
 {
 	struct tracked_proc *t = current_tracked();
 	if (!t)
+		return 0;
+	u32 gen = names_generation();
+	if (counted_as_repeat(t, filename, flags, gen))
 		return 0;
 
 	u32 zero = 0;
@@ -110,12 +150,13 @@ static __always_inline int trace_open(int dirfd, const char *filename, u32 flags
 	e->mode = mode;
 	e->syscall = syscall;
 	e->info = 0;
+	e->names_gen = gen;
 
 	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), filename);
 	if (n <= 0) {
 		struct open_retry retry = {.filename = (u64)filename, .ktime_ns = e->hdr.ktime_ns,
 					   .dirfd = dirfd, .flags = flags, .mode = mode,
-					   .syscall = syscall};
+					   .syscall = syscall, .names_gen = gen};
 		u32 tid = e->hdr.tid;
 		open_retries.update(&tid, &retry);
 		return 0;
@@ -135,6 +176,10 @@ static __always_inline int finish_open(long ret)
 		return 0;
 	u32 zero = 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
+	if (counted_opens.lookup(&tid)) {
+		counted_opens.delete(&tid);
+		return 0;
+	}
 	struct open_retry *retry = open_retries.lookup(&tid);
 	struct open_event *e = open_scratch.lookup(&zero);
 	if (retry && e) {
@@ -145,6 +190,7 @@ static __always_inline int finish_open(long ret)
 		e->mode = retry->mode;
 		e->syscall = retry->syscall;
 		e->info = OPEN_READ_AT_EXIT;
+		e->names_gen = retry->names_gen;
 		const char *filename = (const char *)retry->filename;
 		send_open(t, e, filename, bpf_probe_read_user_str(e->path, sizeof(e->path), filename));
 	}

@@ -37,8 +37,18 @@ struct open_retry {
 	u32 flags;
 	u32 mode;
 	u16 syscall;
+	u32 names_gen;
 };
 BPF_TABLE("lru_hash", u32, struct open_retry, open_retries, 1024);
+
+/* Repeated opens counted instead of sent (events.h, struct repeat_key). A plain hash: user
+ * space inserts and deletes every entry, and reads each count before deleting it, so no count
+ * is lost to an eviction; a full map only means an open is sent, not counted. */
+#define SENSOR_MAX_REPEATS 8192
+BPF_HASH(open_repeats, struct repeat_key, struct repeat_count, SENSOR_MAX_REPEATS);
+BPF_ARRAY(names_changed, u32, 1);
+/* Threads whose open in progress was counted: its result (EVENT_OPENED) is not sent either. */
+BPF_TABLE("lru_hash", u32, u32, counted_opens, 1024);
 
 /* A chdir/fchdir in progress, by thread id: reported at exit, only if it succeeded. */
 struct cwd_call {
@@ -53,6 +63,7 @@ BPF_PERCPU_ARRAY(exec_scratch, struct exec_event, 1);
 BPF_PERCPU_ARRAY(open_scratch, struct open_event, 1);
 BPF_PERCPU_ARRAY(cwd_scratch, struct cwd_event, 1);
 BPF_PERCPU_ARRAY(path_key_scratch, struct path_lpm_key, 1);
+BPF_PERCPU_ARRAY(repeat_key_scratch, struct repeat_key, 1);
 BPF_PERCPU_ARRAY(change_scratch, struct file_change_event, 1);
 
 BPF_PERCPU_ARRAY(counters, u64, COUNTER_SLOTS);

@@ -15,6 +15,7 @@ NO_SLOT = 0xFFFFFFFF
 MAX_SLOTS = 256
 LPM_PATH_MAX = 248
 PORT_RANGES = 8
+REPEAT_PATH_MAX = 128
 DNS_MAX = 1232
 EVENT_TYPE_MAX = 16
 COUNTER_DROP_BASE = EVENT_TYPE_MAX
@@ -173,6 +174,7 @@ class OpenEvent(ctypes.Structure):
         ("syscall", ctypes.c_uint16),
         ("path_len", ctypes.c_uint16),
         ("info", ctypes.c_uint32),
+        ("names_gen", ctypes.c_uint32),
         ("path", ctypes.c_char * PATH_MAX),
     ]
 
@@ -284,6 +286,24 @@ class SlotPolicy(ctypes.Structure):
     ]
 
 
+class RepeatKey(ctypes.Structure):
+    _fields_ = [
+        ("tgid", ctypes.c_uint32),
+        ("slot", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("names_gen", ctypes.c_uint32),
+        ("path", ctypes.c_char * REPEAT_PATH_MAX),
+    ]
+
+
+class RepeatCount(ctypes.Structure):
+    _fields_ = [
+        ("expires_ns", ctypes.c_uint64),
+        ("count", ctypes.c_uint64),
+        ("last_ns", ctypes.c_uint64),
+    ]
+
+
 class PathLpmKey(ctypes.Structure):
     _fields_ = [
         ("prefixlen", ctypes.c_uint32),
@@ -331,6 +351,8 @@ STRUCTS = {
     "tracked_proc": TrackedProc,
     "slot_policy": SlotPolicy,
     "path_lpm_key": PathLpmKey,
+    "repeat_key": RepeatKey,
+    "repeat_count": RepeatCount,
     "addr_lpm_key": AddrLpmKey,
     "port_ranges": PortRanges,
     "exec_key": ExecKey,
@@ -349,6 +371,7 @@ CONSTANTS = {
     "SENSOR_MAX_SLOTS": MAX_SLOTS,
     "SENSOR_LPM_PATH_MAX": LPM_PATH_MAX,
     "SENSOR_PORT_RANGES": PORT_RANGES,
+    "SENSOR_REPEAT_PATH_MAX": REPEAT_PATH_MAX,
     "SENSOR_DNS_MAX": DNS_MAX,
     "EVENT_TYPE_MAX": EVENT_TYPE_MAX,
     "COUNTER_DROP_BASE": COUNTER_DROP_BASE,

@@ -115,6 +115,13 @@ def _path_key(slot: int, prefix) -> abi.PathLpmKey:
     return key
 
 
+def _repeat_key(key) -> abi.RepeatKey:
+    """A repeats.RepeatKey as the kernel's struct repeat_key (the path NUL-padded)."""
+    raw = abi.RepeatKey(tgid=key.tgid, slot=key.slot, flags=key.flags, names_gen=key.names_gen)
+    _write_field(raw, abi.RepeatKey.path, key.path.encode(errors="surrogateescape"))
+    return raw
+
+
 def _destination_entry(slot: int, dest):
     """The allowed_dests/allowed_binds key and value of a DestinationPrefix."""
     key = abi.AddrLpmKey(prefixlen=dest.prefix_bits, slot=slot)
@@ -246,6 +253,27 @@ class SensorBPF:
     def untrack(self, pid: int) -> None:
         try:
             del self.bpf[b"tracked"][ctypes.c_uint32(pid)]
+        except KeyError:
+            pass
+
+    # -- repeated opens (sensor/repeats.py) --------------------------------------------------
+    def count_repeats(self, key, expires_ns: int) -> bool:
+        """Until expires_ns the kernel counts the open `key` instead of sending it. False if the
+        map is full (the open is then sent each time)."""
+        try:
+            self.bpf[b"open_repeats"][_repeat_key(key)] = abi.RepeatCount(expires_ns=expires_ns)
+            return True
+        except Exception:  # noqa: BLE001 - bcc raises bare Exception when the map is full
+            return False
+
+    def repeat_count(self, key) -> tuple[int, int]:
+        """(repeats counted so far, ktime of the last) for an entry of count_repeats."""
+        value = self.bpf[b"open_repeats"].get(_repeat_key(key))
+        return (value.count, value.last_ns) if value is not None else (0, 0)
+
+    def forget_repeat(self, key) -> None:
+        try:
+            del self.bpf[b"open_repeats"][_repeat_key(key)]
         except KeyError:
             pass
 

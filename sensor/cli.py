@@ -213,6 +213,7 @@ def status(server, as_json) -> None:
     click.echo("kernel events: " + "  ".join(f"{k}={v}" for k, v in sorted(st.events.items())))
     click.echo("ring-buffer drops: " + "  ".join(f"{k}={v}" for k, v in sorted(st.ring_buffer_drops.items())))
     click.echo(f"user-space backlog: {st.events_backlog} events waiting, {st.backlog_drops} dropped")
+    click.echo(f"repeated opens counted in the kernel: {st.repeats_counted} ({st.repeats_cached} opens counted now)")
 
 
 @main.group()
@@ -331,6 +332,7 @@ def events(server, agents, as_json) -> None:
 
     def line(record) -> str:
         return (f"#{record.seq} {record.instance_id} pid={record.pid} {record.type} {record.what}"
+                + (f" x{record.repeats} (repeats counted in the kernel)" if record.repeats else "")
                 + (" [kernel acted]" if record.kernel_acted else "")
                 + (f" ({record.dropped} dropped so far)" if record.dropped else ""))
 

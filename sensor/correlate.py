@@ -40,6 +40,8 @@ class Target:
     canonical: str
     resolved: bool = True
     file_id: tuple[int, int] | None = None  # (device, inode) of the file opened, if it exists
+    links: int = 1       # its hard links (another name of a secret may be one of them)
+    is_dir: bool = False
 
     @property
     def spellings(self) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ DRAIN_MS = 20  # the longest an event sent without a wakeup (another process's e
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 RELOAD_SIGNAL = signal.SIGHUP
 PROTECT_REFRESH_S = 5.0
-LOSS_CHECK_S = 1.0  # how soon an event_loss alert follows the loss
+LOSS_CHECK_S = 1.0  # how soon an event_loss alert follows the loss, and counted repeats are reported
 
 
 def block_stop_signals() -> None:
@@ -186,12 +186,14 @@ class Daemon:
             if time.monotonic() - protected_at > PROTECT_REFRESH_S:  # threads come and go
                 self.bpf.protect_self(enforce=not self.audit_only)
                 protected_at = time.monotonic()
-            if time.monotonic() - loss_checked_at > LOSS_CHECK_S:  # a map walk: not after every batch
+            if time.monotonic() - loss_checked_at > LOSS_CHECK_S:  # map walks: not after every batch
                 self.pipeline.check_event_loss()
+                self.pipeline.report_repeats()
                 loss_checked_at = time.monotonic()
         while batch := self.source.read(0):  # what was read before the stop is still judged
             for data in batch:
                 self.pipeline.handle(data)
+        self.pipeline.report_repeats(final=True)
 
     def reload(self) -> pb.ReloadProfilesResponse:
         """Load the profile paths again; switch to them only if every one is valid (and safe)."""
@@ -267,6 +269,7 @@ class Daemon:
                                if self.pipeline.lost.get(root)},
                 events_by_agent={a.id: self.pipeline.events_by_run.get(root, 0)
                                  for root, a in self.pipeline.instances.items()},
+                repeats_counted=self.pipeline.repeats.counted, repeats_cached=len(self.pipeline.repeats),
                 spool=pb.AlertSpool(path=str(self.spool_path), oldest_id=self.bus.spool.oldest_id(),
                                     last_id=self.bus.last_published, consumer_catch_ups=self.bus.catch_ups),
                 dns=pb.DnsCounters(addresses_learned=self.pipeline.names.count(),

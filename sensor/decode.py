@@ -74,6 +74,8 @@ class OpenEvent:
     syscall: abi.OpenSyscall
     path: str
     truncated: bool
+    names_gen: int = 0        # the kernel's name-change count at entry (repeats.py)
+    read_at_exit: bool = False
     kind: str = field(default="open", init=False)
 
     @property
@@ -245,7 +247,8 @@ def _decode_open(data: bytes) -> OpenEvent:
     syscall = _enum(abi.OpenSyscall, raw.syscall, "open syscall")
     return OpenEvent(
         hdr=_header(raw.hdr), dirfd=raw.dirfd, flags=raw.flags, mode=raw.mode, syscall=syscall,
-        path=_text(path_bytes), truncated=bool(raw.info & abi.OpenInfo.PATH_TRUNCATED),
+        path=_text(path_bytes), truncated=bool(raw.info & abi.OpenInfo.PATH_TRUNCATED), names_gen=raw.names_gen,
+        read_at_exit=bool(raw.info & abi.OpenInfo.READ_AT_EXIT),
     )
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 from collections import deque
+from typing import Iterator
 from dataclasses import dataclass, field
 
 import psutil
@@ -27,8 +28,9 @@ from . import dns_names
 from .incidents import Incident, IncidentStore
 from .export.event_feed import EventFeed
 from .kernel_rules import KernelPolicy, compile_policy, kernel_address, learned_destination, path_prefixes
-from .secret_files import SecretFiles, link_count
+from .secret_files import SecretFiles
 from .processes import AgentInstance, ProcessTable, cgroup_path, start_ticks, user_name
+from .repeats import Counted, RepeatCache
 from .profiles import Profile, ProcessFacts, find_profile
 from . import abi
 
@@ -85,6 +87,7 @@ class Pipeline:
         self.slots: dict[str, int] = {}
         self._set_profiles(profiles)
         self.bpf = sensor_bpf
+        self.repeats = RepeatCache(sensor_bpf)  # opens the kernel counts instead of sending
         self.bus = bus
         self.table = ProcessTable()
         self.instances: dict[int, AgentInstance] = {}  # root pid -> the agent run it started
@@ -154,6 +157,7 @@ class Pipeline:
                         self.table.forget_agent(agent)
                         del self.instances[root]
                         log.warning("agent %s: its profile was removed by a reload: no longer watched", agent.id)
+            self._report_repeats(self.repeats.forget())  # judged under the old rules
             self.install_kernel_policies()
             for agent in self.instances.values():
                 agent.profile = self.by_slot[agent.slot]
@@ -293,6 +297,7 @@ class Pipeline:
         self._judge(event)
 
     def _on_exit(self, event: ExitEvent) -> None:
+        self._report_repeats(self.repeats.forget(event.hdr.pid))  # before its pid is reused
         info = self.table.on_exit(event.hdr.pid)
         agent = info.agent if info else None
         if agent is not None and not self.table.agent_processes(agent):
@@ -385,6 +390,20 @@ class Pipeline:
                 self.bus.publish(alert)
                 log.warning("%s", log_line(alert))
 
+    def report_repeats(self, final: bool = False) -> None:
+        """What the kernel counted instead of sending since the last call (each second; final:
+        at the stop, every entry removed)."""
+        with self.lock:
+            self._report_repeats(self.repeats.forget() if final else self.repeats.collect(time.monotonic_ns()))
+
+    def _report_repeats(self, counted: Iterator[Counted]) -> None:
+        for c in counted:
+            agent = c.agent
+            self.events_by_run[agent.root_pid] = self.events_by_run.get(agent.root_pid, 0) + c.count
+            if self.feed.listening:
+                self.feed.publish(agent.profile.name, agent.id, c.key.tgid, "open", c.key.path, False,
+                                  wall_ns(c.last_ns), repeats=c.count)
+
     def _judge(self, event: Event) -> None:
         agent = self._agent_for_event(event)
         if agent is None:
@@ -393,11 +412,13 @@ class Pipeline:
             self._target(event), None)
         self._remember(agent, event, target)
         secret_files = self.secret_files.of(agent.profile.name, target.file_id if target else None,
-                                            link_count(target.canonical) if target and target.file_id else 1)
+                                            target.links if target else 1)
         names = self.names.names_of(agent.slot, event.ip) if isinstance(event, ConnectEvent) else ()
         process = self.table.lookup(event.hdr.pid)
         verdict = decide(event, agent.profile, target, secret_files, target2, names, process.exe, self.sensor_files)
         if verdict is None:
+            if isinstance(event, OpenEvent):
+                self.repeats.allowed(event, target, agent)
             if event.hdr.kernel_action:
                 log.error("the kernel acted on %s event of pid %d but no rule fires in user space: "
                           "kernel and user-space rules disagree", event.kind, event.hdr.pid)

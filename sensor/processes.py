@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import stat
 from collections import OrderedDict
 from functools import cached_property
 from dataclasses import dataclass, field
@@ -16,7 +17,6 @@ from .correlate import Target
 from .abi import FileOp
 from .decode import AT_FDCWD, CwdEvent, ExecEvent, OpenedEvent, FileChangeEvent, ForkEvent
 from .profiles import Profile
-from .secret_files import file_id
 
 EXITED_KEPT = 4096  # exited processes remembered for the ancestry of later alerts
 FDS_KEPT = 1024     # open files remembered per process (the oldest are forgotten first)
@@ -277,7 +277,11 @@ class ProcessTable:
             head, name = os.path.split(absolute.rstrip("/") or "/")
             canonical = os.path.join(os.path.realpath(head), name) if name not in ("", ".", "..") \
                 else os.path.realpath(absolute)
-        return Target(_tidy(path), canonical, resolved, file_id(canonical, follow))
+        try:
+            st = os.stat(canonical, follow_symlinks=follow)
+        except OSError:
+            return Target(_tidy(path), canonical, resolved)
+        return Target(_tidy(path), canonical, resolved, (st.st_dev, st.st_ino), st.st_nlink, stat.S_ISDIR(st.st_mode))
 
     def change_targets(self, event: FileChangeEvent) -> tuple[Target | None, Target | None]:
         """The names a file change acts on: (the changed file or a symlink's target, the second name)."""

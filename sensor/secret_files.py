@@ -30,13 +30,6 @@ def file_id(path: str, follow: bool = True) -> FileId | None:
     return st.st_dev, st.st_ino
 
 
-def link_count(path: str) -> int:
-    try:
-        return os.stat(path).st_nlink
-    except OSError:
-        return 1
-
-
 def secret_file_ids(profile: Profile, found_at: dict[FileId, str] | None = None) -> dict[FileId, str]:
     """(device, inode) of every existing file a secret glob covers -> the glob's text (and, in
     found_at, the path it was found at). Globs whose literal base is `/` (such as `/**/.env`)

@@ -39,12 +39,12 @@ class EventFeed:
         return bool(self._consumers)
 
     def publish(self, agent: str, instance_id: str, pid: int, kind: str, what: str, kernel_acted: bool,
-                wall_ns: int) -> None:
+                wall_ns: int, repeats: int = 0) -> None:
         with self._lock:
             self._seq += 1
             for consumer in self._consumers:
                 record = pb.EventRecord(seq=self._seq, agent=agent, instance_id=instance_id, pid=pid, type=kind,
-                                        what=what, kernel_acted=kernel_acted)
+                                        what=what, kernel_acted=kernel_acted, repeats=repeats)
                 record.time.FromNanoseconds(wall_ns)
                 consumer.offer(record)
 

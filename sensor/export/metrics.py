@@ -36,6 +36,8 @@ class _DaemonCollector:
         pipeline, source = self.daemon.pipeline, self.daemon.source
         yield CounterMetricFamily("agent_sensor_events_processed", "Events user space decoded and judged",
                                   value=pipeline.counters.events)
+        yield CounterMetricFamily("agent_sensor_open_repeats_counted",
+                                  "Repeated opens the kernel counted instead of sending", value=pipeline.repeats.counted)
         yield CounterMetricFamily("agent_sensor_backlog_dropped",
                                   "Events dropped because the user-space backlog was full", value=source.drops)
         yield GaugeMetricFamily("agent_sensor_backlog_events", "Events read from the ring buffer, not yet judged",

@@ -158,8 +158,11 @@ def read_all(fd: int) -> bytes:
 
 def keep(raw: bytes, pids: set[int], paths: set[bytes]) -> bool:
     hdr = abi.EventHeader.from_buffer_copy(raw[: ctypes.sizeof(abi.EventHeader)])
-    if hdr.pid not in pids:
+    if hdr.pid not in pids or hdr.type == abi.EventType.OPENED:  # results: not in the sequence
         return False
+    if hdr.type == abi.EventType.CONNECT:  # the binds closed_port makes are not in it either
+        return abi.ConnectEvent.from_buffer_copy(raw.ljust(ctypes.sizeof(abi.ConnectEvent), b"\0")).call \
+            == abi.NetCall.CONNECT
     if hdr.type != abi.EventType.OPEN:
         return True
     fixed = abi.OpenEvent.path.offset

@@ -22,6 +22,7 @@ Each ACTION is done in order; then the agent prints "done" and sleeps, so a test
                    is in) and send "payload for NAME"
   chdir:DIR        change directory (relative paths that follow resolve against it)
   open:PATH        open PATH for reading, as given (relative, with .. or //, a link, /proc/...)
+  open-many:N:PATH open (and close) PATH N times in a tight loop
   rename:A:B / link:A:B / symlink:TARGET:LINK / unlink:P / chmod:P / truncate:P
                    the file change, names as given (the attempt counts even if it fails)
   signal:PID:SIG   send signal SIG to PID (the sensor, say)
@@ -170,6 +171,13 @@ def main() -> None:
                 os.close(os.open(action[len("open:"):], os.O_RDONLY))
             except OSError:
                 pass  # the attempt is what counts
+        elif action.startswith("open-many:"):
+            _, times, path = action.split(":", 2)
+            for _ in range(int(times)):
+                try:
+                    os.close(os.open(path, os.O_RDONLY))
+                except OSError:
+                    pass
         elif action.split(":", 1)[0] in CHANGES:
             op, *names = action.split(":")
             try:
