@@ -15,6 +15,7 @@ from google.protobuf.json_format import MessageToDict
 
 from ._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .correlate import RuleKind, Target, Verdict
+from .kinds import action_name, rule_name
 from .decode import ConnectEvent, Event, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent
 from .processes import AgentInstance, ProcessInfo
 
@@ -108,10 +109,8 @@ def alert_to_dict(alert: pb.Alert) -> dict:
 
 
 def log_line(alert: pb.Alert) -> str:
-    rule = pb.RuleKind.Name(alert.rule.kind).removeprefix("RULE_KIND_").lower()
-    action = pb.ActionKind.Name(alert.action.kind).removeprefix("ACTION_KIND_").lower()
-    return (f"ALERT #{alert.id} agent={alert.agent.name} pid={alert.process.pid} rule={rule} "
-            f"action={action} ({alert.action.result or 'pending'}): {alert.reason}")
+    return (f"ALERT #{alert.id} agent={alert.agent.name} pid={alert.process.pid} rule={rule_name(alert.rule.kind)} "
+            f"action={action_name(alert.action.kind)} ({alert.action.result or 'pending'}): {alert.reason}")
 
 
 class Subscription:

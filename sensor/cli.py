@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .client import DEFAULT_SERVER, RULE_KIND_NAMES
+from .client import DEFAULT_SERVER
+from .kinds import RULE_KIND_NAMES
 
 server_option = click.option(
     "--server", default=DEFAULT_SERVER, show_default=True, envvar="AGENT_SENSOR_SERVER",

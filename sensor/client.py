@@ -19,8 +19,6 @@ from ._proto.agent_sensor.v1 import sensor_pb2_grpc as pb_grpc
 from .export.security import client_channel, read_secret_file
 
 DEFAULT_SERVER = "unix:///run/agent-sensor/sensor.sock"
-RULE_KIND_NAMES = {pb.RuleKind.Name(v).removeprefix("RULE_KIND_").lower(): v
-                   for v in pb.RuleKind.values() if v != pb.RULE_KIND_UNSPECIFIED}
 
 
 def _env_path(name: str) -> Path | None:

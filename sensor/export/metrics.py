@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .._proto.agent_sensor.v1 import sensor_pb2 as pb
+from ..kinds import action_name, rule_name
 
 # Seconds from the syscall: in-kernel actions are microseconds, user-space ones milliseconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -62,10 +63,8 @@ class Metrics:
 
     def observe(self, alert: pb.Alert) -> None:
         """An alert as published (its action done)."""
-        rule = pb.RuleKind.Name(alert.rule.kind).removeprefix("RULE_KIND_").lower()
-        action = pb.ActionKind.Name(alert.action.kind).removeprefix("ACTION_KIND_").lower()
-        self.alerts.labels(alert.agent.name, rule).inc()
-        self.actions.labels(action, str(alert.action.in_kernel).lower()).inc()
+        self.alerts.labels(alert.agent.name, rule_name(alert.rule.kind)).inc()
+        self.actions.labels(action_name(alert.action.kind), str(alert.action.in_kernel).lower()).inc()
         event = _seconds(alert.timing.event_time)
         if alert.timing.HasField("decided_time"):
             self.decision.observe(max(0.0, _seconds(alert.timing.decided_time) - event))

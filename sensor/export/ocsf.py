@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .. import __version__
+from ..kinds import rule_name
 
 OCSF_VERSION = "1.1.0"
 CLASS_UID = 2004       # Detection Finding
@@ -49,7 +50,7 @@ def _evidence(event: pb.Event) -> dict:
 
 
 def to_ocsf(alert: pb.Alert) -> dict:
-    rule = pb.RuleKind.Name(alert.rule.kind).removeprefix("RULE_KIND_").lower()
+    rule = rule_name(alert.rule.kind)
     severity_id, severity = SEVERITY.get(alert.action.kind, (3, "Medium"))
     disposition_id, disposition = DISPOSITION.get(alert.action.kind, (15, "Detected"))
     evidence = _evidence(alert.event)

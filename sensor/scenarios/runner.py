@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..client import SensorClient
+from ..kinds import action_name, rule_name
 from .hosts import Host, HostNetwork, host_address, private_resolv_conf
 from .own_daemon import CLI
 from .spec import ExpectedAlert, Scenario
@@ -62,11 +63,10 @@ class Result:
 
 
 def _seen(alert) -> SeenAlert:
-    from ..client import pb
     detail = alert.event.WhichOneof("detail")
     file = alert.event.file if detail == "file" else None
-    return SeenAlert(rule=pb.RuleKind.Name(alert.rule.kind).removeprefix("RULE_KIND_").lower(),
-                     action=pb.ActionKind.Name(alert.action.kind).removeprefix("ACTION_KIND_").lower(),
+    return SeenAlert(rule=rule_name(alert.rule.kind),
+                     action=action_name(alert.action.kind),
                      path=file.path if file else (alert.event.exec.filename if detail == "exec" else ""),
                      resolved_path=file.resolved_path if file else (
                          alert.event.exec.resolved_path if detail == "exec" else ""),
