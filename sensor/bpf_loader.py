@@ -100,6 +100,15 @@ class LoadError(RuntimeError):
     pass
 
 
+def _return_free_heap() -> None:
+    """Compiling frees most of what clang and LLVM allocated, but glibc keeps the pages: hand
+    them back (about 30 MB of the daemon's resident memory)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        pass
+
+
 def _write_field(struct, field, data: bytes) -> None:
     """Raw bytes into an array field. Through the address: reading a c_char array field
     gives a bytes copy, and writing into that would corrupt memory."""
@@ -174,6 +183,7 @@ class SensorBPF:
                                         "attached" if p in present else "absent in this kernel: skipped")
                              for p in PROBES]
         self.capabilities.append(self._attach_egress_hooks())
+        _return_free_heap()
         return self.capabilities
 
     def _attach_egress_hooks(self) -> Capability:

@@ -21,6 +21,20 @@ from .export.security import client_channel, read_secret_file
 DEFAULT_SERVER = "unix:///run/agent-sensor/sensor.sock"
 
 
+class RecordStream:
+    """The records of a StreamEventBatches call, one at a time; cancel() ends the call."""
+
+    def __init__(self, call):
+        self._call = call
+
+    def __iter__(self) -> Iterator[pb.EventRecord]:
+        for batch in self._call:
+            yield from batch.records
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
 def _env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
@@ -62,9 +76,10 @@ class SensorClient:
         request = pb.TrackProcessRequest(pid=pid, profile=profile, pending_exec=pending_exec)
         return self._stub.TrackProcess(request, timeout=self.timeout).instance_id
 
-    def events(self, agents=()) -> Iterator[pb.EventRecord]:
-        """Every event of the agents judged from now on (not stored: see EventRecord.dropped)."""
-        return self._stub.StreamEvents(pb.StreamEventsRequest(agents=list(agents)), timeout=None)
+    def events(self, agents=()) -> "RecordStream":
+        """Every event of the agents judged from now on (not stored: see EventRecord.dropped),
+        received in batches, given one record at a time."""
+        return RecordStream(self._stub.StreamEventBatches(pb.StreamEventsRequest(agents=list(agents)), timeout=None))
 
     def reload_profiles(self) -> pb.ReloadProfilesResponse:
         return self._stub.ReloadProfiles(pb.ReloadProfilesRequest(), timeout=self.timeout)

@@ -23,6 +23,7 @@ from .security import TcpSecurity
 SERVICE = pb.DESCRIPTOR.services_by_name["SensorService"].full_name
 MAX_BACKLOG = 10000
 STREAM_POLL_S = 0.5  # how often a follower notices that its client went away or the server stops
+EVENT_BATCH_MAX = 1000  # records per StreamEventBatches message
 
 
 class Servicer(pb_grpc.SensorServiceServicer):
@@ -78,15 +79,30 @@ class Servicer(pb_grpc.SensorServiceServicer):
             bus.unsubscribe(sub)
 
     def StreamEvents(self, request, context):
+        for batch in self._event_batches(request, context, 1):
+            yield from batch
+
+    def StreamEventBatches(self, request, context):
+        for batch in self._event_batches(request, context, EVENT_BATCH_MAX):
+            yield pb.EventBatch(records=batch)
+
+    def _event_batches(self, request, context, most: int):
+        """Lists of up to `most` records: the first waited for, the rest whatever is ready."""
         names = self._agent_names(request.agents, context)
         feed = self.daemon.pipeline.feed
         consumer = feed.subscribe(names)
         try:
             while context.is_active() and not self.daemon.stopping.is_set():
                 try:
-                    yield consumer.queue.get(timeout=STREAM_POLL_S)
+                    batch = [consumer.queue.get(timeout=STREAM_POLL_S)]
                 except queue.Empty:
                     continue
+                try:
+                    while len(batch) < most:
+                        batch.append(consumer.queue.get_nowait())
+                except queue.Empty:
+                    pass
+                yield batch
         finally:
             feed.unsubscribe(consumer)
 

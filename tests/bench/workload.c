@@ -4,6 +4,10 @@
  *   workload open N       open() of a file that does not exist
  *   workload connect N    TCP connect() to a closed loopback port (refused), then close()
  *   workload forkexec N   fork(), execve("/bin/true") in the child, waitpid() in the parent
+ *
+ *   workload time PROGRAM [ARG...]   run PROGRAM (its output to /dev/null) and print the
+ *                                    seconds it took: a tracked run is timed without the
+ *                                    launcher's own start (tests/bench/agents.py)
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -35,10 +39,28 @@ static int closed_port(void)
 	return ntohs(a.sin_port);
 }
 
+static int time_program(char **argv)
+{
+	long long start = now_ns();
+	pid_t pid = fork();
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+		dup2(null, 1);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	printf("%.6f\n", (double)(now_ns() - start) / 1e9);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 3 && !strcmp(argv[1], "time"))
+		return time_program(argv + 2);
 	if (argc != 3) {
-		fprintf(stderr, "usage: %s open|connect|forkexec N\n", argv[0]);
+		fprintf(stderr, "usage: %s open|connect|forkexec N | time PROGRAM [ARG...]\n", argv[0]);
 		return 64;
 	}
 	long n = atol(argv[2]);
