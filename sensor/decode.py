@@ -8,10 +8,14 @@ import os
 import socket
 import struct
 from dataclasses import dataclass, field
+from functools import cache
 
 from . import abi
 
 HEADER_SIZE = ctypes.sizeof(abi.EventHeader)
+_TYPE = struct.Struct("=I")  # the header's type field, read alone to pick the decoder
+# Plain ints: `int & IntFlag` goes through the enum machinery, on every open.
+_TRUNCATED, _READ_AT_EXIT = int(abi.OpenInfo.PATH_TRUNCATED), int(abi.OpenInfo.READ_AT_EXIT)
 AT_FDCWD = -100
 # Open flags that make an open a write (fcntl.h values, the same on every Linux architecture
 # the sensor supports).
@@ -193,6 +197,9 @@ def _header(raw: abi.EventHeader) -> Header:
 
 
 def _enum(kind, value: int, what: str):
+    member = kind._value2member_map_.get(value)  # every event pays this: skip the enum's slow call
+    if member is not None:
+        return member
     try:
         return kind(value)
     except ValueError as exc:
@@ -203,7 +210,7 @@ def _fixed(struct_type, data: bytes):
     size = ctypes.sizeof(struct_type)
     if len(data) < size:
         raise DecodeError(f"{struct_type.__name__}: {len(data)} bytes, need {size}")
-    return struct_type.from_buffer_copy(data[:size])
+    return struct_type.from_buffer_copy(data)  # copies the first `size` bytes
 
 
 def _field_bytes(data: bytes, field, length: int) -> bytes:
@@ -238,8 +245,17 @@ def _with_path(struct, name: str, data: bytes):
     fixed = struct.path.offset
     if len(data) < fixed:
         raise DecodeError(f"{name}: {len(data)} bytes, need at least {fixed}")
-    raw = struct.from_buffer_copy(data[:fixed].ljust(ctypes.sizeof(struct), b"\0"))
+    head = _head_of(struct)
+    raw = head.from_buffer_copy(data[:fixed].ljust(ctypes.sizeof(head), b"\0"))
     return raw, data[fixed : fixed + raw.path_len]
+
+
+@cache
+def _head_of(struct):
+    """The struct without its path array, the part always sent: padding a short event to the
+    whole struct (4 KiB of path) for every open cost more than decoding it."""
+    return type(f"{struct.__name__}Head", (ctypes.Structure,),
+                {"_fields_": [f for f in struct._fields_ if f[0] != "path"]})
 
 
 def _decode_open(data: bytes) -> OpenEvent:
@@ -247,8 +263,8 @@ def _decode_open(data: bytes) -> OpenEvent:
     syscall = _enum(abi.OpenSyscall, raw.syscall, "open syscall")
     return OpenEvent(
         hdr=_header(raw.hdr), dirfd=raw.dirfd, flags=raw.flags, mode=raw.mode, syscall=syscall,
-        path=_text(path_bytes), truncated=bool(raw.info & abi.OpenInfo.PATH_TRUNCATED), names_gen=raw.names_gen,
-        read_at_exit=bool(raw.info & abi.OpenInfo.READ_AT_EXIT),
+        path=_text(path_bytes), truncated=bool(raw.info & _TRUNCATED), names_gen=raw.names_gen,
+        read_at_exit=bool(raw.info & _READ_AT_EXIT),
     )
 
 
@@ -341,5 +357,5 @@ _DECODERS = {
 def decode(data: bytes) -> Event:
     if len(data) < HEADER_SIZE:
         raise DecodeError(f"event of {len(data)} bytes is shorter than its header ({HEADER_SIZE})")
-    kind = abi.EventHeader.from_buffer_copy(data[:HEADER_SIZE]).type
+    (kind,) = _TYPE.unpack_from(data, abi.EventHeader.type.offset)
     return _DECODERS[_enum(abi.EventType, kind, "event type")](data)

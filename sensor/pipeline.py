@@ -99,6 +99,9 @@ class Pipeline:
         self.feed = EventFeed()  # StreamEvents
         self.sensor_files: tuple[str, ...] = ()  # set by protect_sensor_files
         self.lock = threading.RLock()  # the event loop and gRPC threads share the table
+        self._handlers = {ExecEvent: self._on_exec, ForkEvent: self.table.on_fork, CwdEvent: self.table.on_cwd,
+                          OpenedEvent: self.table.on_opened, ExitEvent: self._on_exit, DnsEvent: self._on_dns,
+                          **dict.fromkeys((OpenEvent, ConnectEvent, FileChangeEvent, InterfaceEvent), self._judge)}
 
     def assign_slots(self, profiles: list[Profile]) -> dict[str, int]:
         """A profile keeps its slot (the kernel's name for it) for as long as its name is loaded;
@@ -265,20 +268,9 @@ class Pipeline:
             info = self.table.get(event.hdr.pid)
             if info is not None and info.agent is not None:
                 self.events_by_run[info.agent.root_pid] = self.events_by_run.get(info.agent.root_pid, 0) + 1
-        if isinstance(event, ExecEvent):
-            self._on_exec(event)
-        elif isinstance(event, ForkEvent):
-            self.table.on_fork(event)
-        elif isinstance(event, CwdEvent):
-            self.table.on_cwd(event)
-        elif isinstance(event, OpenedEvent):
-            self.table.on_opened(event)
-        elif isinstance(event, ExitEvent):
-            self._on_exit(event)
-        elif isinstance(event, DnsEvent):
-            self._on_dns(event)
-        elif isinstance(event, (OpenEvent, ConnectEvent, FileChangeEvent, InterfaceEvent)):
-            self._judge(event)
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
 
     def _on_exec(self, event: ExecEvent) -> None:
         pid = event.hdr.pid

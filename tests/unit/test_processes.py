@@ -362,3 +362,17 @@ def test_a_directory_fd_resolves_from_the_open_that_made_it_after_the_process_is
     table.on_exit(sleeper.pid)
     assert table.resolve(sleeper.pid, "lib", 7).literal == str(base / "build/lib")
     assert table.resolve(sleeper.pid, "lib", 8).resolved is False  # an fd never seen is not guessed
+
+
+def test_realpath_in_c_agrees_with_pythons_on_every_kind_of_name(tmp_path):
+    """processes.realpath takes libc's realpath(3) when it can: it must give what
+    os.path.realpath gives, for names that exist, do not, loop or climb through links."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "etc-link").symlink_to("/etc")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "sub" / "up").symlink_to("../sub")
+    names = ["/", "/etc/hosts", "/etc/hosts/", "/nonexistent/x", f"{tmp_path}/etc-link/hosts",
+             f"{tmp_path}/etc-link/../etc", f"{tmp_path}/loop", f"{tmp_path}/loop/x", f"{tmp_path}/sub/up/up/../x",
+             "/usr/lib/../bin//ls", "/etc/./hosts", f"{tmp_path}/missing/../sub", f"{tmp_path}/\udcff",
+             f"/proc/{os.getpid()}/cwd/.."]
+    assert [processes_mod.realpath(n) for n in names] == [os.path.realpath(n) for n in names]
