@@ -109,6 +109,7 @@ clean:
 # auditd is the peer the overhead benchmark compares against (started only for its runs).
 bench: setup
 	@dpkg -s auditd >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends auditd; }
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[dev,bench]'
 	PYTHONPATH=. $(PY) tests/bench/enforcement.py
 	PYTHONPATH=. $(PY) tests/bench/overhead.py
 	PYTHONPATH=. $(PY) tests/bench/agents.py

@@ -15,6 +15,7 @@ from typing import Callable
 
 from . import abi
 from .probes import Capability, ensure_tracefs, tracepoint_exists, tracepoint_has_field
+from .ringbuf import IN_PLACE, RingBufferMap
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 log = logging.getLogger("agent-sensor")
@@ -146,6 +147,7 @@ class SensorBPF:
         self.bpf_dir = bpf_dir
         self.send_signal = send_signal  # without it the kernel observes and user space acts
         self._bpf = None
+        self._ring: RingBufferMap | None = None
         self.capabilities: list[Capability] = []
 
     # -- start-up -------------------------------------------------------------------------
@@ -224,6 +226,9 @@ class SensorBPF:
             self._egress_root_fd = None
 
     def close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         if self._bpf is not None:
             # cgroup attachments outlive the process: detach them explicitly.
             self._detach_egress_hooks()
@@ -421,13 +426,25 @@ class SensorBPF:
         return emitted, dropped
 
     def open_events(self, callback: Callable[[bytes], None]) -> None:
+        """Every event the kernel sends, from poll() on, goes to callback (the ring buffer read
+        in place where the CPU allows it, see sensor/ringbuf.py; else through bcc)."""
+        table = self.bpf[b"events"]
+        if IN_PLACE:
+            self._ring = RingBufferMap(table.map_fd, table.max_entries)
+            self._ring_callback = callback
+            return
+
         def on_event(_ctx, data, size):
             callback(ctypes.string_at(data, size))
         self._ring_callback = on_event  # bcc keeps only a weak hold on it
-        self.bpf[b"events"].open_ring_buffer(on_event)
+        table.open_ring_buffer(on_event)
 
     def poll(self, timeout_ms: int) -> None:
         """Wait up to timeout_ms for an urgent event, then take everything there is (events sent
         without a wakeup are collected here)."""
+        if self._ring is not None:
+            self._ring.wait(timeout_ms)
+            self._ring.take(self._ring_callback)
+            return
         self.bpf.ring_buffer_poll(timeout_ms)
         self.bpf.ring_buffer_consume()

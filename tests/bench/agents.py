@@ -37,6 +37,7 @@ files:
   write: ["/**"]
 network:
   connect: ["0.0.0.0/0:*", "[::/0]:*", "unix:/**"]
+  listen: ["0.0.0.0/0:*", "[::/0]:*"]
 exec: ["/**"]
 on_violation: alert
 """
