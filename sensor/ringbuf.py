@@ -25,36 +25,40 @@ from typing import Callable
 BUSY = 1 << 31
 DISCARD = 1 << 30
 HEADER = 8
-_POS = struct.Struct("=Q")
-_LEN = struct.Struct("=I")
+_LEN = struct.Struct("@I")
 IN_PLACE = platform.machine() in ("x86_64", "i686", "i386")
 PUBLISH_EVERY = 4096  # records between consumer-position stores: the kernel reuses the space sooner
 
 
-def take_ready(consumer, data, data_offset: int, mask: int, sink: Callable[[bytes], None]) -> int:
+def take_ready(consumer_pos, producer_pos, data, data_offset: int, mask: int,
+               sink: Callable[[bytes], None]) -> int:
     """Hand every ready record to sink, oldest first, and advance the consumer position; the
-    number of records taken. consumer: the writable consumer page; data: the mapping that holds
-    the producer position at 0 and the (doubled) data area at data_offset."""
-    (cons,) = _POS.unpack_from(consumer, 0)
+    number of records taken. consumer_pos, producer_pos: one-item memoryviews of format "Q" on
+    the two position pages; data: the mapping whose data area (doubled) starts at data_offset.
+
+    The positions go through memoryviews because those read and write the 8 bytes whole:
+    struct.pack_into zeroes its target before writing, and the kernel, reading a consumer
+    position of 0, took the buffer for full and refused events."""
+    cons = consumer_pos[0]
     taken = 0
     while True:
-        (prod,) = _POS.unpack_from(data, 0)
+        prod = producer_pos[0]
         if cons >= prod:
             break
         while cons < prod:
             at = data_offset + (cons & mask)
             (length,) = _LEN.unpack_from(data, at)
             if length & BUSY:  # reserved, not yet committed: it and what follows wait
-                _POS.pack_into(consumer, 0, cons)
+                consumer_pos[0] = cons
                 return taken
             size = length & ~(BUSY | DISCARD)
             if not length & DISCARD:
                 sink(data[at + HEADER : at + HEADER + size])
                 taken += 1
                 if taken % PUBLISH_EVERY == 0:
-                    _POS.pack_into(consumer, 0, cons)
+                    consumer_pos[0] = cons
             cons += (size + HEADER + 7) & ~7
-        _POS.pack_into(consumer, 0, cons)
+        consumer_pos[0] = cons
     return taken
 
 
@@ -66,6 +70,8 @@ class RingBufferMap:
         self._mask = size - 1
         self._consumer = mmap.mmap(fd, self._page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._data = mmap.mmap(fd, self._page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=self._page)
+        self._consumer_pos = memoryview(self._consumer)[:8].cast("Q")
+        self._producer_pos = memoryview(self._data)[:8].cast("Q")
         self._poll = select.epoll()
         self._poll.register(fd, select.EPOLLIN)
 
@@ -75,9 +81,11 @@ class RingBufferMap:
         self._poll.poll(timeout_ms / 1000)
 
     def take(self, sink: Callable[[bytes], None]) -> int:
-        return take_ready(self._consumer, self._data, self._page, self._mask, sink)
+        return take_ready(self._consumer_pos, self._producer_pos, self._data, self._page, self._mask, sink)
 
     def close(self) -> None:
+        self._consumer_pos.release()
+        self._producer_pos.release()
         self._poll.close()
         self._consumer.close()
         self._data.close()

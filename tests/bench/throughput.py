@@ -114,6 +114,10 @@ def delivery(work: Path, tree: Path, runs: list[tuple[int, float]]) -> list[tupl
             lost = (sum(after.ring_buffer_drops.values()) - sum(before.ring_buffer_drops.values())
                     + after.backlog_drops - before.backlog_drops)
             rows.append((rate, seconds, opens, got[0], lost, dropped[0], after.repeats_counted - before.repeats_counted))
+            if lost:
+                print("lost by type:", {k: v - before.ring_buffer_drops.get(k, 0) for k, v in after.ring_buffer_drops.items()
+                                        if v != before.ring_buffer_drops.get(k, 0)},
+                      "backlog:", after.backlog_drops - before.backlog_drops, flush=True)
             print(row(*rows[-1]), flush=True)
     finally:
         stop_daemon(proc, log)
@@ -148,13 +152,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--opens", type=int, default=20000)
     parser.add_argument("--seconds", type=float, default=10.0, help="per rate of the sweep")
+    parser.add_argument("--rates", type=int, nargs="+", default=[1000, 5000, 10000, 15000, 20000],
+                        help="opens/s of the sweep")
     parser.add_argument("--sustain", type=float, default=60.0,
                         help="seconds of the final run, at the highest rate the sweep delivered in full")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="agent-sensor-bench-"))
     tree = work / "tree"
     tree.mkdir()
-    rates = [1000, 5000, 10000, 15000, 20000]
+    rates = args.rates
     for i in range(max(args.opens, max(rates) * REVISIT_S)):
         os.close(os.open(tree / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644))
     (work / "p.yaml").write_text(PROFILE)

@@ -93,6 +93,10 @@ class EventLog:
             pass
         self.seen.clear()
 
+    def raw(self, timeout_ms: int) -> list[bytes]:
+        """The next undecoded events (of every pid), not kept: for counting a burst."""
+        return self._source.read(timeout_ms)
+
     def _pump(self, timeout_ms: int) -> None:
         for raw in self._source.read(timeout_ms):
             self.seen.append(decode(raw))

@@ -32,7 +32,9 @@ class Ring:
 
     def take(self) -> tuple[list[bytes], int]:
         got: list[bytes] = []
-        take_ready(self.consumer, self.producer_view(), PAGE, SIZE - 1, got.append)
+        view = bytearray(self.producer_view())
+        take_ready(memoryview(self.consumer).cast("Q"), memoryview(view)[:8].cast("Q"), view, PAGE, SIZE - 1,
+                   got.append)
         return got, struct.unpack_from("=Q", self.consumer, 0)[0]
 
 
