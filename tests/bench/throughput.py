@@ -143,6 +143,25 @@ def plot(rows: list[tuple[int, ...]], path: Path) -> None:
     fig.savefig(path)
 
 
+def judge_profile(pipeline: Pipeline, raw: list[bytes], top: int = 12) -> list[str]:
+    """Table rows: the functions the judge spends most of its own time in (cProfile)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for data in raw:
+        pipeline.handle(data)
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats
+    total = sum(entry[2] for entry in stats.values())
+    rows = []
+    for (file, line, name), (_, calls, own, cumulative, _) in sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]:
+        where = f"{Path(file).name}:{line} {name}" if line else name
+        rows.append(f"| `{where}` | {calls:,} | {own / total:.0%} | {cumulative / total:.0%} |")
+    return rows
+
+
 def row(rate: int, seconds: float, opens: int, got: int, lost: int, dropped: int, counted: int) -> str:
     return (f"| {rate:,} opens/s ({2 * rate:,} kernel events/s) | {seconds:.0f} | {opens:,} | {got:,} | "
             f"{got / seconds:,.0f} | {lost:,} | {dropped:,} | {counted:,} |")
@@ -167,14 +186,21 @@ def main() -> None:
     bpf = SensorBPF()
     bpf.load()
     try:
-        pipeline = Pipeline([load_profile_file(work / "p.yaml")], bpf, AlertBus(AlertSpool(work / "alerts.db")))
-        pipeline.install_kernel_policies()
+        def fresh_pipeline(name: str) -> Pipeline:
+            pipeline = Pipeline([load_profile_file(work / "p.yaml")], bpf, AlertBus(AlertSpool(work / name)))
+            pipeline.install_kernel_policies()
+            return pipeline
+
+        pipeline = fresh_pipeline("alerts.db")
         raw = capture(bpf, pipeline, tree, args.opens)
         _, dropped = bpf.counters()
         start, cpu = time.perf_counter(), time.process_time()
         for data in raw:
             pipeline.handle(data)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        # The same work again, by a second agent and pipeline, under the profiler: where the time goes.
+        profiled = fresh_pipeline("profiled.db")
+        profile_rows = judge_profile(profiled, capture(bpf, profiled, tree, args.opens))
         bpf.clear_policy(pipeline.slots["bench-throughput"])
     finally:
         bpf.close()
@@ -209,6 +235,13 @@ def main() -> None:
         *(row(*r) for r in rows + sustained),
         "",
         "![delivered against offered opens/s](throughput.png)",
+        "",
+        f"Where the judge's time goes (cProfile, the same {args.opens} opens judged again by a fresh pipeline; "
+        "own: time in the function itself, share of the total; cumulative: with what it calls):",
+        "",
+        "| function | calls | own | cumulative |",
+        "|---|---|---|---|",
+        *profile_rows,
         "",
         "Reproduce: `make bench` (root)."])
     print(table)
