@@ -84,10 +84,14 @@ def noop_programs():
         bpf.cleanup()
 
 
+SETTLE_S = 3  # the daemon's work right after it answers (rescan, secret identities) is start-up, not overhead
+
+
 @contextmanager
 def sensor(work: Path):
     run_dir = Path(tempfile.mkdtemp(dir=work))
     proc, _, log = start_daemon(run_dir, ROOT / "examples" / "profiles")
+    time.sleep(SETTLE_S)
     try:
         yield
     finally:
