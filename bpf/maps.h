@@ -147,9 +147,13 @@ static __always_inline void emit_flagged(void *event, u64 size, u32 type, u64 fl
 		lost(type);
 }
 
+/* An event user space may act on: it wakes the reader. Forced, because the kernel's adaptive
+ * wakeup wakes only for a record the reader is right behind: one queued after NO_WAKEUP records
+ * not yet read would wait out the reader's poll interval (20 ms). A wakeup already pending makes
+ * it cheap under load. */
 static __always_inline void emit(void *event, u64 size, u32 type)
 {
-	emit_flagged(event, size, type, 0);
+	emit_flagged(event, size, type, BPF_RB_FORCE_WAKEUP);
 }
 
 /* Act now, in the calling process's context: the signal is delivered before the syscall

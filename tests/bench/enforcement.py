@@ -93,7 +93,8 @@ def main() -> None:
         secret = work / "secret"
         secret.write_bytes(b"S" * 4096)
         server = f"unix://{work}/sensor.sock"
-        daemon = subprocess.Popen([CLI, "run", "--profiles", str(work / "profiles"), "--listen", server],
+        daemon = subprocess.Popen([CLI, "run", "--profiles", str(work / "profiles"), "--listen", server,
+                                   "--spool", str(work / "alerts.db")],  # this run's alerts only
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             client = SensorClient(server)
