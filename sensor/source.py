@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -31,6 +32,7 @@ class RingBufferSource:
 
 
 BACKLOG_MAX = 2_000_000  # events (a few hundred MB at most) held while judging falls behind
+COALESCE_S = 0.001  # the most a busy ring buffer's next pass waits (every event wakes the reader)
 log = logging.getLogger(__name__)
 
 
@@ -50,8 +52,13 @@ class DrainedRingBuffer:
         self._thread.start()
 
     def _drain(self, poll_ms: int) -> None:
+        busy = False
         while not self._stopping.is_set():
-            self._bpf.poll(poll_ms)
+            if busy:  # under load, a millisecond gathers a batch: fewer, larger passes (and GIL takes)
+                time.sleep(COALESCE_S)
+            before = len(self._queue)
+            self._bpf.poll(0 if busy else poll_ms)
+            busy = len(self._queue) > before
             overflow = len(self._queue) - BACKLOG_MAX
             if overflow > 0:
                 for _ in range(overflow):
