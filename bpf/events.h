@@ -273,7 +273,6 @@ struct sensor_self {
 	__u32 reserved;
 };
 
-/* Value of the tracked map (key: tgid). Children inherit it at fork. */
 /* An open user space judged allowed, on its second sighting (sensor/repeats.py): until
  * expires_ns the kernel counts the same process's same open instead of sending it. Any name
  * change by a tracked process (rename, unlink, link, symlink, ...) moves names_changed on, so
@@ -292,6 +291,7 @@ struct repeat_count {
 	__u64 last_ns;    /* the last of them */
 };
 
+/* Value of the tracked map (key: tgid). Children inherit it at fork. */
 struct tracked_proc {
 	__u32 slot;     /* agent slot: index of the profile in user space's table */
 	__u32 root_pid; /* tgid of the agent instance's first process */

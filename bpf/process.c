@@ -159,7 +159,10 @@ int on_sched_process_exec(struct tracepoint__sched__sched_process_exec *args)
 	fill_header(&e->hdr, EVENT_EXEC, slot);
 	/* Another process's exec, sent only so user space can match agents by selectors: no wakeup
 	 * for each (a host runs many); an agent's own exec wakes user space at once. */
-	emit_flagged(e, sizeof(*e), EVENT_EXEC, slot == SENSOR_NO_SLOT ? BPF_RB_NO_WAKEUP : BPF_RB_FORCE_WAKEUP);
+	if (slot == SENSOR_NO_SLOT)
+		emit_flagged(e, sizeof(*e), EVENT_EXEC, BPF_RB_NO_WAKEUP);
+	else
+		emit(e, sizeof(*e), EVENT_EXEC);
 	exec_stash.delete(&old_tid);
 	return 0;
 }
