@@ -148,6 +148,7 @@ class SensorBPF:
         self.send_signal = send_signal  # without it the kernel observes and user space acts
         self._bpf = None
         self._ring: RingBufferMap | None = None
+        self._taken = 0  # events bcc's reader handed over in the current poll
         self.capabilities: list[Capability] = []
 
     # -- start-up -------------------------------------------------------------------------
@@ -435,16 +436,18 @@ class SensorBPF:
             return
 
         def on_event(_ctx, data, size):
+            self._taken += 1
             callback(ctypes.string_at(data, size))
         self._ring_callback = on_event  # bcc keeps only a weak hold on it
         table.open_ring_buffer(on_event)
 
-    def poll(self, timeout_ms: int) -> None:
+    def poll(self, timeout_ms: int) -> int:
         """Wait up to timeout_ms for an urgent event, then take everything there is (events sent
-        without a wakeup are collected here)."""
+        without a wakeup are collected here): how many events were taken."""
         if self._ring is not None:
             self._ring.wait(timeout_ms)
-            self._ring.take(self._ring_callback)
-            return
+            return self._ring.take(self._ring_callback)
+        self._taken = 0
         self.bpf.ring_buffer_poll(timeout_ms)
         self.bpf.ring_buffer_consume()
+        return self._taken

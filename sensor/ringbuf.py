@@ -41,10 +41,7 @@ def take_ready(consumer_pos, producer_pos, data, data_offset: int, mask: int,
     position of 0, took the buffer for full and refused events."""
     cons = consumer_pos[0]
     taken = 0
-    while True:
-        prod = producer_pos[0]
-        if cons >= prod:
-            break
+    while (prod := producer_pos[0]) > cons:
         while cons < prod:
             at = data_offset + (cons & mask)
             (length,) = _LEN.unpack_from(data, at)

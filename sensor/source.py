@@ -56,9 +56,7 @@ class DrainedRingBuffer:
         while not self._stopping.is_set():
             if busy:  # under load, a millisecond gathers a batch: fewer, larger passes (and GIL takes)
                 time.sleep(COALESCE_S)
-            before = len(self._queue)
-            self._bpf.poll(0 if busy else poll_ms)
-            busy = len(self._queue) > before
+            busy = self._bpf.poll(0 if busy else poll_ms) > 0
             overflow = len(self._queue) - BACKLOG_MAX
             if overflow > 0:
                 for _ in range(overflow):

@@ -90,8 +90,10 @@ class FakeSensor:
 
     def poll(self, timeout_ms):
         self.polls.append(timeout_ms)
-        for data in self.arriving.pop(0) if self.arriving else []:
+        batch = self.arriving.pop(0) if self.arriving else []
+        for data in batch:
             self.callback(data)
+        return len(batch)
 
 
 def test_ring_buffer_source_batches_in_order():
@@ -126,10 +128,12 @@ class _BurstyKernel:
 
     def poll(self, timeout_ms):
         if self._bursts:
-            for data in self._bursts.pop(0):
+            burst = self._bursts.pop(0)
+            for data in burst:
                 self._callback(data)
-        else:
-            time.sleep(timeout_ms / 1000)
+            return len(burst)
+        time.sleep(timeout_ms / 1000)
+        return 0
 
 
 def test_the_drained_ring_buffer_keeps_order_and_counts_what_overflows(monkeypatch):
