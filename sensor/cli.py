@@ -273,19 +273,16 @@ def _print_incident(inc, verbose: bool) -> None:
                f"network_cut={'yes' if inc.network_cut else 'no'}")
     if not verbose:
         return
-    from .top import incident_tree
+    from .top import process_line, process_tree
     click.echo(f"  reason: {inc.reason}  (alert #{inc.alert_id})")
     click.echo(f"  cgroup: {inc.cgroup or '-'}")
     click.echo(f"  detail: {inc.detail}")
     click.echo("  process tree:")
-    by_pid = {p.process.pid: p for p in inc.processes}
-    for line in incident_tree(inc)[1:]:
-        click.echo(line)
-        pid = int(line.split()[0])
-        indent = line[:len(line) - len(line.lstrip())]
-        for f in by_pid[pid].files:
+    for indent, p in process_tree(inc):
+        click.echo(process_line(indent, p))
+        for f in p.files:
             click.echo(f"{indent}    fd {f.fd}: {f.target}")
-        for sock in by_pid[pid].sockets:
+        for sock in p.sockets:
             click.echo(f"{indent}    socket {sock.protocol}/{sock.family} {sock.state} {sock.local} -> {sock.remote or '-'}")
     click.echo("  last events:")
     for line in inc.last_events:

@@ -39,22 +39,32 @@ def frame(client, previous: dict[str, int], seconds: float) -> tuple[list[str], 
     return lines, dict(status.events_by_agent)
 
 
-def incident_tree(inc: pb.Incident) -> list[str]:
-    out = [f"  {inc.id} {inc.agent} (root {inc.root_pid}) {inc.rule}: {inc.reason}"]
+def process_tree(inc: pb.Incident) -> list[tuple[str, object]]:
+    """The incident's processes, parents before their children: (indent, process) pairs, the
+    indent four spaces plus two per level."""
     by_pid = {p.process.pid: p for p in inc.processes}
     children: dict[int, list[int]] = {}
     for p in inc.processes:
         children.setdefault(p.process.ppid if p.process.ppid in by_pid else 0, []).append(p.process.pid)
+    out = []
 
     def walk(pid: int, depth: int) -> None:
-        p = by_pid[pid]
-        out.append(f"    {'  ' * depth}{pid} [{p.state}] {' '.join(p.process.cmdline) or p.process.exe}")
+        out.append((f"    {'  ' * depth}", by_pid[pid]))
         for child in sorted(children.get(pid, [])):
             walk(child, depth + 1)
 
     for root in sorted(children.get(0, [])):
         walk(root, 0)
     return out
+
+
+def process_line(indent: str, p) -> str:
+    return f"{indent}{p.process.pid} [{p.state}] {' '.join(p.process.cmdline) or p.process.exe}"
+
+
+def incident_tree(inc: pb.Incident) -> list[str]:
+    return [f"  {inc.id} {inc.agent} (root {inc.root_pid}) {inc.rule}: {inc.reason}",
+            *(process_line(indent, p) for indent, p in process_tree(inc))]
 
 
 def run(client, interval: float, once: bool, echo) -> None:
