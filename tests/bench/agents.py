@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from sensor.client import SensorClient  # noqa: E402
 from sensor.scenarios.own_daemon import CLI, start_daemon, stop_daemon  # noqa: E402
 from tests.bench.overhead import WORKLOADS, build_workload  # noqa: E402
-from tests.bench.report import write_section  # noqa: E402
+from sensor.processes import proc_stat_fields  # noqa: E402
+from tests.bench.report import ratios, write_section  # noqa: E402
 
 ALLOW_ALL = """\
 name: bench-allow-all
@@ -82,7 +83,7 @@ def timed(argv: list[str]) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = proc_stat_fields(pid)  # from field 3 on: utime and stime are fields 14 and 15
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -150,12 +151,10 @@ def main() -> None:
              "|---|---|---|---|"]
     for job in jobs:
         u, t = times[job]["untracked"], times[job]["tracked"]
-        ratios = sorted(x / y for x, y in zip(t, u))
-        median = statistics.median(ratios)
+        median, text = ratios(t, u)
         verdict = ("no target (micro-workload)" if job in WORKLOADS
                    else "met" if median <= 1.10 else "missed")
-        lines.append(f"| {job} | {statistics.median(u):.3f} | {median:.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f}) | "
-                     f"{verdict} |")
+        lines.append(f"| {job} | {statistics.median(u):.3f} | {text} | {verdict} |")
     lines += ["",
               "| daemon | measured | target |",
               "|---|---|---|",

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from sensor.bpf_loader import EGRESS_HOOKS, PROBES, BPF_F_ALLOW_MULTI  # noqa: E402
 from sensor.probes import cgroup_v2_root, ensure_tracefs, tracepoint_exists  # noqa: E402
 from sensor.scenarios.own_daemon import start_daemon, stop_daemon  # noqa: E402
-from tests.bench.report import write_section  # noqa: E402
+from tests.bench.report import ratios, write_section  # noqa: E402
 
 WORKLOADS = {"open": 200_000, "connect": 20_000, "forkexec": 1_500}  # operations per measurement
 AUDIT_RULES = [
@@ -124,11 +124,6 @@ def auditd(work: Path):
         daemon.wait(30)
 
 
-def ratio_row(name: str, top: list[float], bottom: list[float]) -> str:
-    ratios = sorted(t / b for t, b in zip(top, bottom))
-    return f"{statistics.median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
@@ -159,10 +154,9 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     for w in WORKLOADS:
         a, b, c, d = (results[k][w] for k in "abcd")
-        cb = statistics.median(x / y for x, y in zip(c, b))
-        ca, da = statistics.median(x / y for x, y in zip(c, a)), statistics.median(x / y for x, y in zip(d, a))
-        lines.append(f"| {w} | {statistics.median(a):.0f} | {ratio_row(w, c, a)} | {ratio_row(w, c, b)} | "
-                     f"{ratio_row(w, d, a)} | {'met' if cb <= 1.05 else 'missed'} | {'met' if ca < da else 'missed'} |")
+        (ca, ca_text), (cb, cb_text), (da, da_text) = ratios(c, a), ratios(c, b), ratios(d, a)
+        lines.append(f"| {w} | {statistics.median(a):.0f} | {ca_text} | {cb_text} | "
+                     f"{da_text} | {'met' if cb <= 1.05 else 'missed'} | {'met' if ca < da else 'missed'} |")
     lines += ["", "Reproduce: `make bench` (root)."]
     table = "\n".join(lines)
     print(table)

@@ -4,6 +4,7 @@ rewrites its section and leaves the others alone."""
 from __future__ import annotations
 
 import re
+import statistics
 from pathlib import Path
 
 
@@ -16,3 +17,10 @@ def write_section(doc: Path, name: str, table: str) -> None:
     else:
         text = text.rstrip("\n") + f"\n\n{block}\n"
     doc.write_text(text)
+
+
+def ratios(top: list[float], bottom: list[float]) -> tuple[float, str]:
+    """Per-repetition ratios top/bottom: their median, and "median (min-max)" for a table."""
+    r = sorted(t / b for t, b in zip(top, bottom))
+    median = statistics.median(r)
+    return median, f"{median:.3f} ({r[0]:.3f}-{r[-1]:.3f})"
