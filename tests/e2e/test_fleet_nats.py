@@ -50,7 +50,7 @@ def stored_ids(url: str) -> list[int]:
             while True:
                 for m in await sub.fetch(100, timeout=1):
                     ids.append(orjson.loads(m.data)["id"])
-        except nats.errors.TimeoutError:
+        except asyncio.TimeoutError:  # nothing more stored (nats-py >= 2.16 raises the plain asyncio one)
             pass
         await nc.close()
         return [int(i) for i in ids]
