@@ -1,5 +1,6 @@
-"""Builds bpf/sensor.c with bcc, attaches the tracepoints this kernel has, and gives user space
-its handles on the maps: tracked processes, exec-time matches, counters and the ring buffer.
+"""Loads the sensor's BPF programs (bpf/*.c, compiled by bcc ahead of time: sensor/bpf_object.py),
+attaches the tracepoints this kernel has, and gives user space its handles on the maps: tracked
+processes, exec-time matches, counters and the ring buffer.
 
 Only tracepoints are used (see README, "Kernel requirements"). A probe the kernel lacks is
 skipped and reported; a missing required probe stops the start with a message naming it."""
@@ -13,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import abi
+from . import abi, bpf_syscall
+from .bpf_maps import Maps
+from .bpf_object import DEFAULT_CACHE, ObjectError, load_program, obtain
 from .probes import Capability, ensure_tracefs, tracepoint_exists, tracepoint_has_field
-from .ringbuf import IN_PLACE, RingBufferMap
+from .ringbuf import IN_PLACE, LibbpfRingBuffer, RingBufferMap
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 log = logging.getLogger("agent-sensor")
@@ -95,19 +98,21 @@ PROBES = (
 # Optional probes are compiled only when present (bcc generates the argument struct from the
 # tracepoint's format file, which a kernel without the tracepoint does not have).
 OPTIONAL_DEFINES = {p: f"-DHAVE_{p.event}" for p in PROBES if not p.required}
+# The maps user space reads or writes: (key, value) as sensor/abi.py mirrors them.
+u32, u64 = ctypes.c_uint32, ctypes.c_uint64
+MAP_TYPES = {
+    "tracked": (u32, abi.TrackedProc), "exec_match": (abi.ExecKey, u32), "slot_policy": (ctypes.c_int, abi.SlotPolicy),
+    **{name: (abi.PathLpmKey, u32) for name in ("secret_paths", "broker_execs", "denied_execs", "protected_paths")},
+    "allowed_dests": (abi.AddrLpmKey, abi.PortRanges), "allowed_binds": (abi.AddrLpmKey, abi.PortRanges),
+    "doomed": (u32, u32), "exec_stash": (u32, abi.ExecEvent), "open_repeats": (abi.RepeatKey, abi.RepeatCount),
+    "counters": (ctypes.c_int, u64), "events": (u32, u32), "lost_by_run": (u32, u64),
+    "sensor_self_map": (ctypes.c_int, abi.SensorSelf), "sensor_tasks": (u32, u32), "sensor_attackers": (u32, u32),
+    "dns_pending": (abi.DnsPendingKey, u32), "allowed_names": (abi.DnsNameKey, u32), "dns_tail": (ctypes.c_int, ctypes.c_int),
+}
 
 
 class LoadError(RuntimeError):
     pass
-
-
-def _return_free_heap() -> None:
-    """Compiling frees most of what clang and LLVM allocated, but glibc keeps the pages: hand
-    them back (about 30 MB of the daemon's resident memory)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim this way
-        pass
 
 
 def _write_field(struct, field, data: bytes) -> None:
@@ -143,19 +148,22 @@ def _destination_entry(slot: int, dest):
 
 
 class SensorBPF:
-    def __init__(self, bpf_dir: Path = BPF_DIR, send_signal: bool = True):
+    def __init__(self, bpf_dir: Path = BPF_DIR, send_signal: bool = True, cache_dir: Path | None = DEFAULT_CACHE,
+                 in_place: bool = IN_PLACE):
         self.bpf_dir = bpf_dir
         self.send_signal = send_signal  # without it the kernel observes and user space acts
-        self._bpf = None
-        self._ring: RingBufferMap | None = None
-        self._taken = 0  # events bcc's reader handed over in the current poll
+        self.cache_dir = cache_dir  # None: compile at every start
+        self.in_place = in_place  # read the ring buffer in place (sensor/ringbuf.py)
+        self._obj = None
+        self._maps: Maps | None = None
+        self._prog_fds: list[int] = []
+        self._links: list[int] = []  # perf event fds holding the tracepoint attachments
+        self._ring = None
         self.capabilities: list[Capability] = []
 
     # -- start-up -------------------------------------------------------------------------
     def load(self) -> list[Capability]:
         ensure_tracefs()
-        from bcc import BPF  # imported late: needs tracefs mounted, and only the daemon needs bcc
-
         present = [p for p in PROBES if tracepoint_exists(p.category, p.event)]
         missing = [p for p in PROBES if p not in present]
         required_missing = [p.name for p in missing if p.required]
@@ -173,28 +181,37 @@ class SensorBPF:
         text = PRELUDE + "".join(f'#line 1 "{name}"\n' + (self.bpf_dir / name).read_text()
                                  for name in PROGRAM_FILES)
         try:
-            self._bpf = BPF(text=text.encode(), cflags=cflags)
-        except Exception as exc:  # bcc raises bare Exception on compile/verifier failure
-            raise LoadError(f"compiling or loading {', '.join(PROGRAM_FILES)} in {self.bpf_dir} failed: {exc}. "
-                            "Check kernel headers (make kernel-headers) and the bcc output above.") from exc
-        # Before the receive tracepoints: until it is in place, answers note no addresses.
-        self._bpf[b"dns_tail"][ctypes.c_int(0)] = ctypes.c_int(
-            self._bpf.load_func(b"dns_answer_to_policy", BPF.TRACEPOINT).fd)
-        for probe in present:
-            self._bpf.attach_tracepoint(tp=probe.name.encode(), fn_name=probe.fn_name.encode())
-        self.capabilities = [Capability(f"tracepoint {p.name}", p in present,
-                                        "attached" if p in present else "absent in this kernel: skipped")
-                             for p in PROBES]
+            self._obj, how = obtain("sensor", text, cflags, self.cache_dir)
+        except ObjectError as exc:
+            raise LoadError(f"compiling {', '.join(PROGRAM_FILES)} in {self.bpf_dir} failed: {exc}\n"
+                            "Check kernel headers (make kernel-headers) and the compiler output above.") from None
+        try:
+            self._maps = Maps(self._obj.maps, MAP_TYPES)
+            # Before the receive tracepoints: until it is in place, answers note no addresses.
+            self._maps[b"dns_tail"][0] = ctypes.c_int(
+                self._load_program("dns_answer_to_policy", bpf_syscall.PROG_TYPE_TRACEPOINT))
+            for probe in present:
+                fd = self._load_program(probe.fn_name, bpf_syscall.PROG_TYPE_TRACEPOINT)
+                self._links.append(bpf_syscall.attach_tracepoint(fd, probe.category, probe.event))
+        except (OSError, TypeError, ObjectError) as exc:
+            self.close()
+            raise LoadError(f"loading the sensor's programs failed: {exc}") from None
+        self.capabilities = [Capability("bpf_programs", True, how)]
+        self.capabilities += [Capability(f"tracepoint {p.name}", p in present,
+                                         "attached" if p in present else "absent in this kernel: skipped")
+                              for p in PROBES]
         self.capabilities.append(self._attach_egress_hooks())
-        _return_free_heap()
         return self.capabilities
+
+    def _load_program(self, name: str, prog_type: int, attach_type: int = 0) -> int:
+        fd = load_program(self._obj, self._maps.fds, name, prog_type, attach_type)
+        self._prog_fds.append(fd)
+        return fd
 
     def _attach_egress_hooks(self) -> Capability:
         """Refuse forbidden connects and datagrams inside the syscall, for every process in the
         cgroup v2 hierarchy (on hybrid hosts too: every process has a v2 cgroup)."""
-        from bcc import BPF
-
-        from .cgroup_bpf import detach_stale
+        from .cgroup_bpf import Program, detach_stale
         from .probes import cgroup_v2_root
         root = cgroup_v2_root()
         if root is None:
@@ -207,10 +224,10 @@ class SensorBPF:
         self._egress = []
         try:
             for fn_name, atype, _ in EGRESS_HOOKS:
-                fn = self.bpf.load_func(fn_name.encode(), BPF.CGROUP_SOCK_ADDR, None, atype)
-                BPF.attach_func(fn, self._egress_root_fd, atype, BPF_F_ALLOW_MULTI)
+                fn = Program(fn_name, self._load_program(fn_name, bpf_syscall.PROG_TYPE_CGROUP_SOCK_ADDR, atype))
+                bpf_syscall.prog_attach(self._egress_root_fd, fn.fd, atype, BPF_F_ALLOW_MULTI)
                 self._egress.append((fn, atype))
-        except Exception as exc:  # bcc raises bare Exception
+        except (OSError, ObjectError) as exc:
             self._detach_egress_hooks()
             return Capability("egress_refusal", False, f"cgroup sock_addr hooks did not attach at {root} ({exc}): "
                               "forbidden connects are killed at the syscall, datagrams may leave first")
@@ -230,17 +247,22 @@ class SensorBPF:
         if self._ring is not None:
             self._ring.close()
             self._ring = None
-        if self._bpf is not None:
-            # cgroup attachments outlive the process: detach them explicitly.
-            self._detach_egress_hooks()
-            self._bpf.cleanup()
-            self._bpf = None
+        # cgroup attachments outlive the process: detach them explicitly. Closing the rest
+        # detaches and unloads.
+        self._detach_egress_hooks()
+        for fd in self._links + self._prog_fds:
+            os.close(fd)
+        self._links, self._prog_fds = [], []
+        if self._maps is not None:
+            self._maps.close()
+            self._maps = None
 
     @property
-    def bpf(self):
-        if self._bpf is None:
+    def bpf(self) -> Maps:
+        """The maps, by name (bytes)."""
+        if self._maps is None:
             raise LoadError("BPF programs are not loaded")
-        return self._bpf
+        return self._maps
 
     # -- tracked processes -----------------------------------------------------------------
     def track(self, pid: int, slot: int, root_pid: int, flags: int = 0) -> None:
@@ -279,7 +301,7 @@ class SensorBPF:
         try:
             self.bpf[b"open_repeats"][_repeat_key(key)] = abi.RepeatCount(expires_ns=expires_ns)
             return True
-        except Exception:  # noqa: BLE001 - bcc raises bare Exception when the map is full
+        except OSError:  # E2BIG: the map is full
             return False
 
     def repeat_count(self, key) -> tuple[int, int]:
@@ -428,26 +450,13 @@ class SensorBPF:
 
     def open_events(self, callback: Callable[[bytes], None]) -> None:
         """Every event the kernel sends, from poll() on, goes to callback (the ring buffer read
-        in place where the CPU allows it, see sensor/ringbuf.py; else through bcc)."""
+        in place where the CPU allows it, see sensor/ringbuf.py; else by libbpf's reader)."""
         table = self.bpf[b"events"]
-        if IN_PLACE:
-            self._ring = RingBufferMap(table.map_fd, table.max_entries)
-            self._ring_callback = callback
-            return
-
-        def on_event(_ctx, data, size):
-            self._taken += 1
-            callback(ctypes.string_at(data, size))
-        self._ring_callback = on_event  # bcc keeps only a weak hold on it
-        table.open_ring_buffer(on_event)
+        reader = RingBufferMap if self.in_place else LibbpfRingBuffer
+        self._ring = reader(table.map_fd, table.max_entries, callback)
 
     def poll(self, timeout_ms: int) -> int:
         """Wait up to timeout_ms for an urgent event, then take everything there is (events sent
         without a wakeup are collected here): how many events were taken."""
-        if self._ring is not None:
-            self._ring.wait(timeout_ms)
-            return self._ring.take(self._ring_callback)
-        self._taken = 0
-        self.bpf.ring_buffer_poll(timeout_ms)
-        self.bpf.ring_buffer_consume()
-        return self._taken
+        self._ring.wait(timeout_ms)
+        return self._ring.take()

@@ -4,13 +4,21 @@ quarantine (isolate.c) and egress control (egress.c)."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+
+from . import bpf_syscall
+
+
+@dataclass(frozen=True)
+class Program:
+    """A loaded program: its name and this process's fd of it."""
+    name: str
+    fd: int
 
 
 def fd_links(pid: int) -> list[tuple[int, str]]:
@@ -69,31 +77,22 @@ def prog_id_of(fdinfo: str) -> int | None:
     return None
 
 
-_libbpf = None
-
-
 def detach_by_id(cg: Path, prog_id: int, attach_type: int) -> str | None:
     """Detach program prog_id from cg; an error text or None."""
-    global _libbpf
-    if _libbpf is None:
-        name = ctypes.util.find_library("bpf") or "libbpf.so.1"
-        try:
-            _libbpf = ctypes.CDLL(name, use_errno=True)
-        except OSError as exc:
-            return f"libbpf not loadable: {exc}"
-    prog_fd = _libbpf.bpf_prog_get_fd_by_id(ctypes.c_uint32(prog_id))
-    if prog_fd < 0:
-        return f"program {prog_id}: {os.strerror(-prog_fd if prog_fd < -1 else ctypes.get_errno())}"
+    try:
+        prog_fd = bpf_syscall.prog_fd_by_id(prog_id)
+    except OSError as exc:
+        return f"program {prog_id}: {exc.strerror}"
     try:
         cg_fd = os.open(cg, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
         os.close(prog_fd)
         return str(exc)
     try:
-        res = _libbpf.bpf_prog_detach2(prog_fd, cg_fd, attach_type)
-        if res < 0:
-            return f"detach {prog_id} from {cg}: {os.strerror(-res if res < -1 else ctypes.get_errno())}"
+        bpf_syscall.prog_detach(cg_fd, prog_fd, attach_type)
         return None
+    except OSError as exc:
+        return f"detach {prog_id} from {cg}: {exc.strerror}"
     finally:
         os.close(cg_fd)
         os.close(prog_fd)
@@ -117,14 +116,12 @@ def detach_stale(cg: Path, names: tuple[str, ...], attach_types: dict[str, int],
 
 
 def detach_each(fd: int, attachments, where: str) -> list[str]:
-    """Detach every (bcc function, attach type) from the cgroup open as fd; one error text per
+    """Detach every (Program, attach type) from the cgroup open as fd; one error text per
     failure, and the rest still detach."""
-    from bcc import BPF
-
     errors = []
     for fn, atype in attachments:
         try:
-            BPF.detach_func(fn, fd, atype)
-        except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
-            errors.append(f"detaching {fn.name.decode()} from {where}: {exc}")
+            bpf_syscall.prog_detach(fd, fn.fd, atype)
+        except OSError as exc:
+            errors.append(f"detaching {fn.name} from {where}: {exc.strerror}")
     return errors

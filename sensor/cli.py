@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .bpf_object import DEFAULT_CACHE
 from .client import DEFAULT_SERVER
 from .kinds import RULE_KIND_NAMES
 
@@ -119,9 +120,12 @@ def _read_config(ctx, _param, path):
               help="Also write alerts to: stdout | jsonl:PATH[,max_mb=N][,keep=K] | "
                    "syslog:udp://HOST:PORT | syslog:tcp://HOST:PORT | syslog:unix:PATH; add ,format=ocsf for "
                    "OCSF Detection Findings (default ,format=native). Repeatable.")
+@click.option("--bpf-cache", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_CACHE,
+              show_default=True, help="Directory keeping the compiled BPF programs between starts (root-owned, "
+              "written by no one else); a start with nothing cached for this kernel compiles them.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 def run(profile_paths, listen, audit_only, spool, spool_max_mb, spool_max_days, tls_cert, tls_key, tls_client_ca,
-        token_file, metrics_address, outputs, verbose) -> None:
+        token_file, metrics_address, outputs, bpf_cache, verbose) -> None:
     """Run the sensor daemon in the foreground (root). Logs one line per alert.
 
     Stops on SIGTERM or Ctrl-C, detaching every BPF program."""
@@ -136,7 +140,7 @@ def run(profile_paths, listen, audit_only, spool, spool_max_mb, spool_max_days, 
     security = TcpSecurity(tls_cert, tls_key, tls_client_ca, token_file) if tls_cert else None
     daemon = Daemon(list(profile_paths), list(listen), audit_only, spool,
                     Retention(max_bytes=spool_max_mb * 1024 * 1024, max_age_s=spool_max_days * 86400), security,
-                    metrics_address, list(outputs))
+                    metrics_address, list(outputs), bpf_cache)
     try:
         daemon.start()
     except StartupError as exc:

@@ -14,6 +14,7 @@ KEYS = {
     "spool": ("spool", str), "spool_max_mb": ("spool_max_mb", int), "spool_max_days": ("spool_max_days", (int, float)),
     "tls_cert": ("tls_cert", str), "tls_key": ("tls_key", str), "tls_client_ca": ("tls_client_ca", str),
     "token_file": ("token_file", str), "metrics": ("metrics_address", str), "outputs": ("outputs", list),
+    "bpf_cache": ("bpf_cache", str),
 }
 
 

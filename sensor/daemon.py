@@ -20,6 +20,7 @@ from . import __version__, probes
 from ._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .alerts import AlertBus
 from .bpf_loader import LoadError, SensorBPF
+from .bpf_object import DEFAULT_CACHE
 from .export.security import SecurityError, TcpSecurity
 from .export.spool import AlertSpool, Retention, SpoolError
 from .pipeline import Pipeline, ReloadError, kernel_exec_paths
@@ -50,8 +51,9 @@ class Daemon:
     def __init__(self, profile_paths: list[str], listen: list[str], audit_only: bool = False,
                  spool_path: Path = DEFAULT_SPOOL, retention: Retention = Retention(),
                  tcp_security: TcpSecurity | None = None, metrics_address: str | None = None,
-                 outputs: list[str] = ()):
+                 outputs: list[str] = (), bpf_cache: Path | None = DEFAULT_CACHE):
         self.profile_paths = profile_paths
+        self.bpf_cache = bpf_cache
         self.audit_only = audit_only
         self.listen = listen or [DEFAULT_LISTEN]
         self.spool_path = spool_path
@@ -96,7 +98,7 @@ class Daemon:
         if not send_signal:
             log.warning("no bpf_send_signal: nothing is enforced in the kernel; kills and quarantines "
                         "come from user space, after the syscall")
-        self.bpf = SensorBPF(send_signal=send_signal)
+        self.bpf = SensorBPF(send_signal=send_signal, cache_dir=self.bpf_cache)
         try:
             self.capabilities += self.bpf.load()
         except LoadError as exc:
@@ -106,7 +108,7 @@ class Daemon:
             if cap.name.startswith("tracepoint") and not cap.available:
                 log.warning("%s: %s", cap.name, cap.detail)
         from .quarantine import Quarantine
-        self.quarantine = Quarantine()
+        self.quarantine = Quarantine(bpf_cache=self.bpf_cache)
         available, why = self.quarantine.available
         if available:
             available, why = self.quarantine.prepare()  # compile now, not during the first incident
@@ -119,7 +121,7 @@ class Daemon:
         spool = self.spool_path
         self.pipeline.protect_sensor_files(
             [Path(__file__).parent, self.bpf.bpf_dir, Path(sys.prefix) / "bin" / "agent-sensor",
-             *(Path(p) for p in self.profile_paths),
+             *(Path(p) for p in self.profile_paths), *([self.bpf_cache] if self.bpf_cache else []),
              *(spool.with_name(spool.name + suffix) for suffix in ("", "-wal", "-shm", "-journal"))])
         try:
             policies = self.pipeline.install_kernel_policies()

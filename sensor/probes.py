@@ -5,9 +5,11 @@ capability (refuse to start for the essentials, degrade with a message for the r
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -56,13 +58,18 @@ def probe_root() -> Capability:
 
 
 def probe_bcc() -> Capability:
-    try:
-        import bcc  # noqa: F401  (the import is the probe)
-    except ImportError as exc:
-        return Capability("bcc", False, f"{exc}: install Debian/Ubuntu python3-bpfcc and use a venv "
+    """Found, not imported: importing bcc maps its compiler into the daemon, which compiles
+    in a child process (sensor/bpf_object.py)."""
+    spec = importlib.util.find_spec("bcc")
+    if spec is None or spec.origin is None:
+        return Capability("bcc", False, "no module named 'bcc': install Debian/Ubuntu python3-bpfcc and use a venv "
                           "made with --system-site-packages (make setup does both)")
-    version = getattr(bcc, "__version__", "unknown version")
-    return Capability("bcc", True, f"bcc {version}")
+    where = Path(spec.origin).parent
+    try:
+        found = re.search(r"""__version__\s*=\s*['"]([^'"]+)""", (where / "version.py").read_text())
+    except OSError:
+        found = None
+    return Capability("bcc", True, f"bcc {found.group(1) if found else '(version unknown)'} at {where}")
 
 
 def probe_kernel_headers() -> Capability:

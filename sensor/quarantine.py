@@ -54,7 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .cgroup_bpf import detach_each, detach_stale, fd_links, held_prog_ids, prog_id_of
+from . import bpf_syscall
+from .bpf_maps import Maps
+from .bpf_object import DEFAULT_CACHE, ObjectError, load_program, obtain
+from .cgroup_bpf import Program, detach_each, detach_stale, fd_links, held_prog_ids, prog_id_of
 from .probes import cgroup_v2_root
 from .processes import cgroup_path, proc_stat_fields, start_ticks, user_name
 
@@ -387,7 +390,9 @@ def _detach_stale(cg: Path, held: set[int]) -> list[str]:
 # -- the quarantine -----------------------------------------------------------------------------
 
 class Quarantine:
-    def __init__(self, cgroup_root: Path | str | None = _AUTO, parent: str = "agent-sensor"):  # type: ignore[assignment]
+    def __init__(self, cgroup_root: Path | str | None = _AUTO, parent: str = "agent-sensor",  # type: ignore[assignment]
+                 bpf_cache: Path | None = DEFAULT_CACHE):
+        self.bpf_cache = bpf_cache  # where the compiled isolate.c is kept (sensor/bpf_object.py)
         if cgroup_root is _AUTO:
             cgroup_root = cgroup_v2_root()
         self.root: Path | None = Path(cgroup_root) if cgroup_root is not None else None
@@ -581,16 +586,22 @@ class Quarantine:
         if self._bpf is not None:
             return True
         try:
-            from .probes import ensure_tracefs
-            ensure_tracefs()  # bcc picks its tracefs path at import
-            from bcc import BPF
-
-            bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=["-w"])
-            fn_all = bpf.load_func(PROG_ALL.encode(), BPF.CGROUP_SKB)
-            fn_sock = bpf.load_func(PROG_SOCK.encode(), BPF.CGROUP_SKB)
-        except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
+            obj, _ = obtain("isolate", BPF_SOURCE.read_text(), ["-w"], self.bpf_cache)
+            bpf = Maps(obj.maps, {"isolated_sockets": (ctypes.c_uint64, ctypes.c_uint64)})
+        except (OSError, TypeError, ObjectError) as exc:
             self._bpf_error = f"compiling/loading {BPF_SOURCE} failed: {exc}"
             return False
+        fns: list[Program] = []
+        try:
+            for name in (PROG_ALL, PROG_SOCK):
+                fns.append(Program(name, load_program(obj, bpf.fds, name, bpf_syscall.PROG_TYPE_CGROUP_SKB)))
+        except (OSError, ObjectError) as exc:
+            for fn in fns:
+                os.close(fn.fd)
+            bpf.close()
+            self._bpf_error = f"loading {BPF_SOURCE} failed: {exc}"
+            return False
+        fn_all, fn_sock = fns
         self._bpf, self._fn_all, self._fn_sock = bpf, fn_all, fn_sock
         self._bpf_error = None
         with _REGISTRY_LOCK:
@@ -604,12 +615,11 @@ class Quarantine:
     def _cut_network(self, inc: _Incident) -> tuple[bool, str | None]:
         if not self._ensure_bpf():
             return False, f"WARNING: network NOT cut: {self._bpf_error}"
-        from bcc import BPF
         cg = Path(inc.isolation.cgroup)
         try:
             inc.cgroup_fd = os.open(cg, os.O_RDONLY | os.O_DIRECTORY)
             for atype in (ATTACH_EGRESS, ATTACH_INGRESS):
-                BPF.attach_func(self._fn_all, inc.cgroup_fd, atype, BPF_F_ALLOW_MULTI)
+                bpf_syscall.prog_attach(inc.cgroup_fd, self._fn_all.fd, atype, BPF_F_ALLOW_MULTI)
                 inc.attached.append(atype)
         except Exception as exc:  # noqa: BLE001
             self._detach_incident(inc)
@@ -633,8 +643,6 @@ class Quarantine:
         return not missed, "; ".join(notes) or None
 
     def _attach_root(self) -> None:
-        from bcc import BPF
-
         if self._root_attached:
             return
         hroot = _hierarchy_root(self.root)
@@ -642,7 +650,7 @@ class Quarantine:
             self._root_fd = os.open(hroot, os.O_RDONLY | os.O_DIRECTORY)
         for atype in (ATTACH_EGRESS, ATTACH_INGRESS):
             try:
-                BPF.attach_func(self._fn_sock, self._root_fd, atype, BPF_F_ALLOW_MULTI)
+                bpf_syscall.prog_attach(self._root_fd, self._fn_sock.fd, atype, BPF_F_ALLOW_MULTI)
             except Exception:
                 self._detach_root()
                 raise
@@ -900,7 +908,8 @@ class Quarantine:
                 with _REGISTRY_LOCK:
                     for fn in (self._fn_all, self._fn_sock):
                         _LIVE_PROG_IDS.discard(prog_id_of(f"/proc/self/fdinfo/{fn.fd}"))
-                self._bpf.cleanup()
+                        os.close(fn.fd)
+                self._bpf.close()
                 self._bpf = self._fn_all = self._fn_sock = None
 
     def __enter__(self) -> "Quarantine":

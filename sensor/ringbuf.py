@@ -12,10 +12,11 @@ to be skipped), a u32 page offset, the data, padded to 8 bytes.
 
 The producer publishes a record's length with a store-release after writing its data; this
 reader's plain loads are ordered the same way only on x86 (total store order), so elsewhere
-SensorBPF keeps bcc's reader (see IN_PLACE)."""
+SensorBPF uses libbpf's reader, as libbcc exports it (see IN_PLACE, LibbpfRingBuffer)."""
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import platform
 import select
@@ -60,9 +61,11 @@ def take_ready(consumer_pos, producer_pos, data, data_offset: int, mask: int,
 
 
 class RingBufferMap:
-    """A BPF_MAP_TYPE_RINGBUF map (its fd and data size) mapped into this process."""
+    """A BPF_MAP_TYPE_RINGBUF map (its fd and data size) mapped into this process; take()
+    hands what is ready to sink."""
 
-    def __init__(self, fd: int, size: int):
+    def __init__(self, fd: int, size: int, sink: Callable[[bytes], None]):
+        self._sink = sink
         self._page = mmap.PAGESIZE
         self._mask = size - 1
         self._consumer = mmap.mmap(fd, self._page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
@@ -77,8 +80,8 @@ class RingBufferMap:
         at once if records are waiting."""
         self._poll.poll(timeout_ms / 1000)
 
-    def take(self, sink: Callable[[bytes], None]) -> int:
-        return take_ready(self._consumer_pos, self._producer_pos, self._data, self._page, self._mask, sink)
+    def take(self) -> int:
+        return take_ready(self._consumer_pos, self._producer_pos, self._data, self._page, self._mask, self._sink)
 
     def close(self) -> None:
         self._consumer_pos.release()
@@ -86,3 +89,34 @@ class RingBufferMap:
         self._poll.close()
         self._consumer.close()
         self._data.close()
+
+
+class LibbpfRingBuffer:
+    """The same, through libbpf's consumer in libbcc (correct on every CPU, one Python call per
+    record): what SensorBPF uses where IN_PLACE is false. Imports bcc's library, and with it
+    LLVM's, only here."""
+
+    def __init__(self, fd: int, size: int, sink: Callable[[bytes], None]):
+        from bcc.libbcc import _RINGBUF_CB_TYPE, lib
+
+        self._lib, self._sink, self._taken = lib, sink, 0
+        self._callback = _RINGBUF_CB_TYPE(self._on_record)  # libbpf holds only the pointer
+        self._rb = lib.bpf_new_ringbuf(fd, self._callback, None)
+        if not self._rb:
+            raise OSError(f"libbpf could not open ring buffer map fd {fd} ({size} bytes)")
+
+    def _on_record(self, _ctx, data, size) -> int:
+        self._taken += 1
+        self._sink(ctypes.string_at(data, size))
+        return 0
+
+    def wait(self, timeout_ms: int) -> None:
+        self._lib.bpf_poll_ringbuf(self._rb, timeout_ms)  # also takes what is ready
+
+    def take(self) -> int:
+        self._lib.bpf_consume_ringbuf(self._rb)
+        taken, self._taken = self._taken, 0
+        return taken
+
+    def close(self) -> None:
+        self._lib.bpf_free_ringbuf(self._rb)

@@ -18,6 +18,20 @@ class DaemonError(Exception):
     pass
 
 
+def _answers(server: str) -> bool:
+    """Does the API answer a status request? A new client each time: a channel that failed to
+    connect waits out a backoff before trying again."""
+    import grpc
+
+    from ..client import SensorClient
+    try:
+        with SensorClient(server, timeout=1.0) as client:
+            client.status()
+        return True
+    except grpc.RpcError:
+        return False
+
+
 def start_daemon(run_dir: Path, profiles_dir: Path, *extra: str) -> tuple[subprocess.Popen, str, Path]:
     """Start it and wait until its API answers; its output goes to run_dir/daemon.log, its alert
     spool to run_dir/alerts.db (a restart with the same run_dir resumes it)."""
@@ -30,9 +44,9 @@ def start_daemon(run_dir: Path, profiles_dir: Path, *extra: str) -> tuple[subpro
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise DaemonError(f"daemon exited with {proc.returncode}:\n{log.read_text()}")
-        if subprocess.run([CLI, "status", "--json", "--server", server], capture_output=True).returncode == 0:
+        if _answers(server):
             return proc, server, log
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.kill()
     proc.wait()
     raise DaemonError(f"daemon not ready after {READY_DEADLINE_S}s:\n{log.read_text()}")

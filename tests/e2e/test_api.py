@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -77,6 +78,18 @@ def test_status_reports_capabilities_profiles_and_counters(daemon):
     assert "open" in st["events"] and "open" in st["ring_buffer_drops"]
     text = daemon.cli("status").stdout
     assert "capabilities:" in text and "ring-buffer drops:" in text
+
+
+def test_the_daemon_loads_compiled_programs_without_bccs_compiler_in_its_memory(daemon):
+    """Programs come from the compiled-programs cache (or a compiling child process): neither
+    libbcc nor LLVM or clang is mapped into the daemon (sensor/bpf_object.py)."""
+    caps = {c["name"]: c for c in json.loads(daemon.cli("status", "--json").stdout)["capabilities"]}
+    assert caps["bpf_programs"]["available"] is True
+    assert caps["bpf_programs"]["detail"].startswith(("loaded the compiled programs from", "compiled in"))
+    mapped = {line.split()[-1] for line in Path(f"/proc/{daemon.proc.pid}/maps").read_text().splitlines()
+              if line.count(" ") >= 5 and "/" in line}
+    compiler = [path for path in mapped if re.search(r"lib(bcc|LLVM|clang)", path)]
+    assert compiler == [] and any("python" in path for path in mapped)
 
 
 def test_socket_is_root_only(daemon):

@@ -1,6 +1,7 @@
 """Fixtures for the probe tests on the real kernel (root + bcc; every test here is marked `bpf`).
 
-- `sensor_bpf`: SensorBPF loaded once per session (compiling and attaching takes ~1.5 s).
+- `sensor_bpf`: SensorBPF loaded once per session (from the compiled-programs cache; compiled
+  first if this kernel has nothing cached).
 - `events`: decoded events from the ring buffer, with `wait_for(pids, until)` that polls until a
   condition on the events of those pids holds or a deadline passes. Deadlines only bound waiting:
   no test asserts on how long anything took.
@@ -9,8 +10,7 @@
   or at an exec match) and clears the exec matches, so tests do not affect each other.
 - `spawn`: forks a copy of the test process that blocks on a pipe until `go()`, so the test can
   track it first and the child then does exactly one thing. Children always leave with
-  os._exit: a normal interpreter exit would run bcc's atexit clean-up and detach the programs
-  the parent still uses.
+  os._exit: a normal interpreter exit would run the parent's atexit and pytest clean-ups.
 """
 
 from __future__ import annotations

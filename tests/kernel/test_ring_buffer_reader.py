@@ -36,3 +36,37 @@ def test_a_burst_read_while_it_is_produced_loses_nothing(sensor_bpf, tracker, sp
     assert {k: dropped[k] - dropped_before[k] for k in dropped if dropped[k] != dropped_before[k]} == {}
     assert kinds == {"open": OPENS, "opened": OPENS}
     assert (sent["open"] - sent_before["open"], sent["opened"] - sent_before["opened"]) == (OPENS, OPENS)
+
+
+LIBBPF_OPENS = 5_000
+
+
+def test_libbpfs_reader_used_off_x86_delivers_every_event_too(spawn):
+    """Where the in-place reader is not used (IN_PLACE false: CPUs other than x86), SensorBPF
+    reads through libbpf's consumer in libbcc. A second sensor, forced onto that reader, gets
+    every event of a burst."""
+    from sensor.bpf_loader import SensorBPF
+    from sensor.source import RingBufferSource
+
+    sensor = SensorBPF(in_place=False)
+    sensor.load()
+    try:
+        source = RingBufferSource(sensor)
+
+        def opens(ch):
+            for _ in range(LIBBPF_OPENS):
+                os.close(os.open("/etc/hostname", os.O_RDONLY))
+            ch.send(b"done")
+
+        child = spawn(opens)
+        sensor.track(child.pid, 0, child.pid)
+        child.go()
+        opened = 0
+        deadline = time.monotonic() + 60  # bounds a failing run only
+        while opened < LIBBPF_OPENS and time.monotonic() < deadline:
+            opened += sum(1 for raw in source.read(10) if (e := decode(raw)).hdr.pid == child.pid and e.kind == "opened")
+        assert child.recv() == b"done"
+        assert opened == LIBBPF_OPENS
+        assert sensor.counters()[1]["opened"] == 0
+    finally:
+        sensor.close()
