@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -248,9 +249,12 @@ class SensorBPF:
             self._ring.close()
             self._ring = None
         # cgroup attachments outlive the process: detach them explicitly. Closing the rest
-        # detaches and unloads.
+        # detaches and unloads. Each tracepoint detach waits out a grace period in the kernel
+        # (about 60 ms here; 5 s for all in a row): closed from threads, they overlap.
         self._detach_egress_hooks()
-        for fd in self._links + self._prog_fds:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(os.close, self._links))
+        for fd in self._prog_fds:
             os.close(fd)
         self._links, self._prog_fds = [], []
         if self._maps is not None:
