@@ -200,8 +200,9 @@ static __always_inline int finish_open(long ret)
 		return 0;
 	struct opened_event o = {.fd = ret};
 	fill_header(&o.hdr, EVENT_OPENED, t->slot);
-	/* Needed only to resolve later names, never to act at once: no wakeup of its own. */
-	emit_flagged(&o, sizeof(o), EVENT_OPENED, BPF_RB_NO_WAKEUP);
+	/* Needed only to resolve later names, never to act at once; adaptive like the rest (see
+	 * wakeup_flags): sent without a wakeup it would force one for the agent's next open. */
+	emit(&o, sizeof(o), EVENT_OPENED);
 	return 0;
 }
 

@@ -81,7 +81,7 @@ static __always_inline struct connect_event *socket_event(struct tracked_proc *t
 
 static __always_inline void submit_socket_event(struct connect_event *e)
 {
-	events.ringbuf_submit(e, 0);
+	events.ringbuf_submit(e, wakeup_flags());
 	count(EVENT_CONNECT);
 }
 

@@ -160,7 +160,7 @@ int on_sched_process_exec(struct tracepoint__sched__sched_process_exec *args)
 	/* Another process's exec, sent only so user space can match agents by selectors: no wakeup
 	 * for each (a host runs many); an agent's own exec wakes user space at once. */
 	if (slot == SENSOR_NO_SLOT)
-		emit_flagged(e, sizeof(*e), EVENT_EXEC, BPF_RB_NO_WAKEUP);
+		emit_quiet(e, sizeof(*e), EVENT_EXEC);
 	else
 		emit(e, sizeof(*e), EVENT_EXEC);
 	exec_stash.delete(&old_tid);

@@ -6,6 +6,7 @@ briefly written as 0, as struct.pack_into writes it, made the kernel refuse a fe
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 from sensor.decode import decode
@@ -36,6 +37,28 @@ def test_a_burst_read_while_it_is_produced_loses_nothing(sensor_bpf, tracker, sp
     assert {k: dropped[k] - dropped_before[k] for k in dropped if dropped[k] != dropped_before[k]} == {}
     assert kinds == {"open": OPENS, "opened": OPENS}
     assert (sent["open"] - sent_before["open"], sent["opened"] - sent_before["opened"]) == (OPENS, OPENS)
+
+
+LONG_WAIT_MS = 30_000  # far beyond any wakeup; reached only if the reader was never woken
+
+
+def test_an_agents_event_behind_an_unwoken_record_still_wakes_the_reader(sensor_bpf, tracker, spawn, events):
+    """Another process's exec is sent without a wakeup, and records otherwise wake the reader
+    only when it is right behind them (bpf/maps.h, wakeup_flags). The reader sleeps with such an
+    exec unread; an agent's open sent next must wake it, or it would sleep out its whole wait."""
+    quiet = subprocess.Popen(["/bin/sh", "-c", "sleep 0.3; exec /bin/true"])  # untracked execs, later
+    agent = spawn(lambda ch: (time.sleep(0.8), os.close(os.open("/etc/hostname", os.O_RDONLY))))
+    tracker.track(agent.pid)
+    agent.go()
+    while events.raw(0):  # read everything sent so far: the reader is right behind the next record
+        pass
+    started, seen = time.monotonic(), []
+    while not any(e.hdr.pid == agent.pid and e.kind == "open" for e in seen):
+        seen += [decode(raw) for raw in events.raw(LONG_WAIT_MS)]
+    waited = time.monotonic() - started
+    quiet.wait()
+    assert any(e.kind == "exec" and e.hdr.pid == quiet.pid for e in seen)  # the unwoken record came first
+    assert waited < LONG_WAIT_MS / 1000 / 2, f"the reader slept {waited:.1f} s: the agent's open did not wake it"
 
 
 LIBBPF_OPENS = 5_000
