@@ -11,7 +11,7 @@ import pytest
 
 from sensor import bpf_syscall
 from sensor.bpf_maps import Maps
-from sensor.bpf_object import BpfObject, load_program, obtain
+from sensor.bpf_object import BpfObject, ObjectError, load_program, obtain
 from sensor.quarantine import BPF_SOURCE
 
 CFLAGS = ["-w"]
@@ -79,3 +79,11 @@ def test_a_program_the_verifier_refuses_is_reported_with_its_reason(tmp_path):
     message = str(refused.value)
     assert "the kernel refused program reads_anywhere" in message
     assert "invalid mem access 'scalar'" in message  # the verifier's own words
+
+
+def test_a_compile_error_names_the_file_and_line(tmp_path):
+    """bcc's message from the compiling child reaches the caller: file, line and what is wrong."""
+    text = '#line 1 "broken.c"\nint on_nothing(void *ctx)\n{\n\treturn undeclared_name;\n}\n'
+    with pytest.raises(ObjectError, match=r"broken\.c:3:\d+: error: use of undeclared identifier 'undeclared_name'"):
+        obtain("broken", text, CFLAGS, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []  # nothing cached
