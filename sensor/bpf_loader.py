@@ -108,7 +108,8 @@ MAP_TYPES = {
     "doomed": (u32, u32), "exec_stash": (u32, abi.ExecEvent), "open_repeats": (abi.RepeatKey, abi.RepeatCount),
     "counters": (ctypes.c_int, u64), "events": (u32, u32), "lost_by_run": (u32, u64),
     "sensor_self_map": (ctypes.c_int, abi.SensorSelf), "sensor_tasks": (u32, u32), "sensor_attackers": (u32, u32),
-    "dns_pending": (abi.DnsPendingKey, u32), "allowed_names": (abi.DnsNameKey, u32), "dns_tail": (ctypes.c_int, ctypes.c_int),
+    "dns_pending": (abi.DnsPendingKey, u32), "allowed_names": (abi.DnsNameKey, u32),
+    "dns_tail": (ctypes.c_int, ctypes.c_int),
 }
 
 

@@ -120,7 +120,8 @@ class Maps:
         try:
             return self._typed[name]
         except KeyError:
-            raise KeyError(f"map {name.decode()} is not declared to user space (sensor/bpf_loader.py MAP_TYPES)") from None
+            raise KeyError(f"map {name.decode()} is not declared to user space "
+                           "(sensor/bpf_loader.py MAP_TYPES)") from None
 
     def close(self) -> None:
         for fd in self.fds.values():

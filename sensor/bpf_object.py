@@ -33,6 +33,7 @@ from . import bpf_syscall
 
 FORMAT = 1
 DEFAULT_CACHE = Path("/var/cache/agent-sensor/bpf")
+KEEP_BUILDS = 4  # per object: the current build and a few to switch back to
 LD_IMM64 = 0x18
 PSEUDO_MAP_FD = 1
 _INSN = struct.Struct("<BBhi")
@@ -172,4 +173,13 @@ def obtain(name: str, text: str, cflags: list[str], cache_dir: Path | None) -> t
         os.replace(tmp.name, path)  # whole or not at all, also with two daemons starting at once
     except OSError as exc:
         return obj, f"{took}, not cached: writing {path} failed: {exc.strerror}"
+    prune(cache_dir, name)
     return obj, f"{took} and cached at {path}"
+
+
+def prune(cache_dir: Path, name: str, keep: int = KEEP_BUILDS) -> None:
+    """Remove all but the `keep` newest builds of `name`: each kernel upgrade or sensor update
+    leaves one behind, and a host may switch back (a rollback, two kernels in turn)."""
+    builds = sorted(cache_dir.glob(f"{name}-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in builds[keep:]:
+        old.unlink(missing_ok=True)

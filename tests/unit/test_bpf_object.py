@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from sensor.bpf_object import (BpfObject, MapSpec, ObjectError, ProgramSpec, cache_key, map_references, obtain,
+from sensor.bpf_object import (BpfObject, MapSpec, ObjectError, ProgramSpec, cache_key, map_references, obtain, prune,
                                untrusted, with_map_fds)
 
 INSN = struct.Struct("<BBhi")
@@ -82,3 +82,12 @@ def test_a_cache_file_others_may_write_is_not_trusted(tmp_path, mode):
     assert untrusted(path) is None
     os.chmod(path, mode)
     assert f"chmod go-w {path}" in untrusted(path)
+
+
+def test_only_the_newest_builds_of_an_object_are_kept(tmp_path):
+    for age, name in enumerate(["sensor-a", "sensor-b", "sensor-c", "isolate-a", "sensor-d"]):
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(b"{}")
+        os.utime(path, (1000 + age, 1000 + age))
+    prune(tmp_path, "sensor", keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["isolate-a.json", "sensor-c.json", "sensor-d.json"]
