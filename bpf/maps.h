@@ -146,10 +146,15 @@ static __always_inline void lost(u32 type)
  * the next event forces the wakeup and clears the note. */
 BPF_ARRAY(quiet_unread, u32, 1);
 
-static __always_inline u64 wakeup_flags(void)
+static __always_inline u32 *quiet_note(void)
 {
 	int zero = 0;
-	u32 *quiet = quiet_unread.lookup(&zero);
+	return quiet_unread.lookup(&zero);
+}
+
+static __always_inline u64 wakeup_flags(void)
+{
+	u32 *quiet = quiet_note();
 	if (quiet && *quiet) {
 		*quiet = 0;
 		return BPF_RB_FORCE_WAKEUP;
@@ -176,8 +181,7 @@ static __always_inline void emit(void *event, u64 size, u32 type)
  * them wakes no one. Noted before it is sent: an event reserved after it sees the note. */
 static __always_inline void emit_quiet(void *event, u64 size, u32 type)
 {
-	int zero = 0;
-	u32 *quiet = quiet_unread.lookup(&zero);
+	u32 *quiet = quiet_note();
 	if (quiet)
 		*quiet = 1;
 	emit_flagged(event, size, type, BPF_RB_NO_WAKEUP);
