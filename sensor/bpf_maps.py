@@ -11,8 +11,7 @@ import os
 from . import bpf_syscall
 from .bpf_object import MapSpec
 
-HASH, ARRAY, PROG_ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LRU_PERCPU_HASH, LPM_TRIE, RINGBUF = (
-    1, 2, 3, 5, 6, 9, 10, 11, 27)
+ARRAY, PROG_ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, RINGBUF = 2, 3, 5, 6, 10, 27
 PER_CPU = {PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH}
 ARRAYS = {ARRAY, PROG_ARRAY, PERCPU_ARRAY}  # fixed slots: cleared by zeroing, not deleting
 

@@ -98,10 +98,11 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, 
         raise BpfError(exc.errno, f"creating map {name} (type {map_type}): {exc.strerror}") from None
 
 
-def _elem(cmd: int, fd: int, key, value=None, flags: int = 0) -> bool:
-    """One element command; False when the kernel answers ENOENT (no such key / no next key)."""
+def _elem(cmd: int, fd: int, key, value=None) -> bool:
+    """One element command (flags 0: an update creates or replaces); False when the kernel
+    answers ENOENT (no such key / no next key)."""
     attr = _MapElem(map_fd=fd, key=0 if key is None else ctypes.addressof(key),
-                    value=0 if value is None else ctypes.addressof(value), flags=flags)
+                    value=0 if value is None else ctypes.addressof(value))
     try:
         _bpf(cmd, attr)
     except BpfError as exc:

@@ -32,7 +32,7 @@ class RingBufferSource:
 
 
 BACKLOG_MAX = 2_000_000  # events (a few hundred MB at most) held while judging falls behind
-COALESCE_S = 0.001  # the most a busy ring buffer's next pass waits (every event wakes the reader)
+COALESCE_S = 0.001  # the most a busy ring buffer's next pass waits: fewer, larger passes under load
 log = logging.getLogger(__name__)
 
 
