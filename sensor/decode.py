@@ -7,8 +7,8 @@ import ipaddress
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
-from functools import cache
+from functools import lru_cache
+from typing import NamedTuple
 
 from . import abi
 
@@ -26,8 +26,7 @@ class DecodeError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
     ktime_ns: int
     cgroup_id: int
     pid: int
@@ -39,8 +38,7 @@ class Header:
     kernel_action: abi.KernelAction = abi.KernelAction.NONE
 
 
-@dataclass(frozen=True)
-class ExecEvent:
+class ExecEvent(NamedTuple):
     hdr: Header
     old_tid: int
     flags: abi.ExecFlags
@@ -48,29 +46,26 @@ class ExecEvent:
     filename: str
     argv: tuple[str, ...]
     matched_slot: int | None
-    kind: str = field(default="exec", init=False)
+    kind = "exec"
 
     @property
     def agent_start(self) -> bool:
         return bool(self.flags & abi.ExecFlags.AGENT_START)
 
 
-@dataclass(frozen=True)
-class ForkEvent:
+class ForkEvent(NamedTuple):
     hdr: Header
     child_pid: int
     parent_pid: int
-    kind: str = field(default="fork", init=False)
+    kind = "fork"
 
 
-@dataclass(frozen=True)
-class ExitEvent:
+class ExitEvent(NamedTuple):
     hdr: Header
-    kind: str = field(default="exit", init=False)
+    kind = "exit"
 
 
-@dataclass(frozen=True)
-class OpenEvent:
+class OpenEvent(NamedTuple):
     hdr: Header
     dirfd: int
     flags: int
@@ -80,40 +75,36 @@ class OpenEvent:
     truncated: bool
     names_gen: int = 0        # the kernel's name-change count at entry (repeats.py)
     read_at_exit: bool = False
-    kind: str = field(default="open", init=False)
+    kind = "open"
 
     @property
     def is_write(self) -> bool:
         return bool(self.flags & WRITE_FLAGS)
 
 
-@dataclass(frozen=True)
-class EventLoss:
+class EventLoss(NamedTuple):
     """Not from the ring buffer but about it: events of an agent run it had no room for."""
     hdr: Header        # pid: the agent run's root; ktime_ns: when user space noticed
     lost: int
-    kind: str = field(default="event_loss", init=False)
+    kind = "event_loss"
 
 
-@dataclass(frozen=True)
-class OpenedEvent:
+class OpenedEvent(NamedTuple):
     """The fd an open returned; the open is the thread's last OpenEvent."""
     hdr: Header
     fd: int
-    kind: str = field(default="opened", init=False)
+    kind = "opened"
 
 
-@dataclass(frozen=True)
-class CwdEvent:
+class CwdEvent(NamedTuple):
     """A successful chdir (path, relative to the old cwd) or fchdir (fd, path empty)."""
     hdr: Header
     fd: int
     path: str
-    kind: str = field(default="cwd", init=False)
+    kind = "cwd"
 
 
-@dataclass(frozen=True)
-class ConnectEvent:
+class ConnectEvent(NamedTuple):
     hdr: Header
     fd: int
     family: int
@@ -121,7 +112,7 @@ class ConnectEvent:
     port: int | None
     call: abi.NetCall = abi.NetCall.CONNECT
     refused: bool = False  # the kernel refused the call (EPERM): nothing was sent
-    kind: str = field(default="connect", init=False)
+    kind = "connect"
 
     @property
     def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -132,8 +123,7 @@ class ConnectEvent:
         return ipaddress.ip_address(self.address)
 
 
-@dataclass(frozen=True)
-class FileChangeEvent:
+class FileChangeEvent(NamedTuple):
     hdr: Header
     op: abi.FileOp
     dirfd: int
@@ -144,25 +134,23 @@ class FileChangeEvent:
     gid: int
     path: str        # the file changed; for a symlink, its target as written
     path2: str       # rename/link: the new name; symlink: the link's name
-    kind: str = field(default="file_change", init=False)
+    kind = "file_change"
 
 
-@dataclass(frozen=True)
-class InterfaceEvent:
+class InterfaceEvent(NamedTuple):
     hdr: Header
     interface: abi.Interface
     allowed: bool      # the profile lists it (the kernel knew)
     target_pid: int    # ptrace, process_vm_*, pidfd_getfd, a signal: the other process; -1 otherwise
     signal: int = 0    # SENSOR by kill/tkill/tgkill: the signal (0 for pidfd_open)
-    kind: str = field(default="interface", init=False)
+    kind = "interface"
 
     @property
     def name(self) -> str:
         return self.interface.name.lower()
 
 
-@dataclass(frozen=True)
-class DnsEvent:
+class DnsEvent(NamedTuple):
     """A DNS message on a socket the agent pointed at port 53; parsed by sensor/dns_names.py."""
     hdr: Header
     fd: int
@@ -172,7 +160,7 @@ class DnsEvent:
     peer_port: int
     payload: bytes     # the message as sent or received, cut at abi.DNS_MAX bytes
     total: int         # bytes the syscall moved
-    kind: str = field(default="dns", init=False)
+    kind = "dns"
 
     @property
     def resolver(self) -> str:
@@ -188,12 +176,41 @@ def _text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def _header(raw: abi.EventHeader) -> Header:
-    return Header(
-        ktime_ns=raw.ktime_ns, cgroup_id=raw.cgroup_id, pid=raw.pid, tid=raw.tid, uid=raw.uid,
-        gid=raw.gid, slot=None if raw.slot == abi.NO_SLOT else raw.slot, comm=_text(raw.comm),
-        kernel_action=_enum(abi.KernelAction, raw.kernel_action, "kernel_action"),
-    )
+_INT_CODES = {ctypes.c_uint64: "Q", ctypes.c_int64: "q", ctypes.c_uint32: "I", ctypes.c_int32: "i",
+              ctypes.c_uint16: "H", ctypes.c_int16: "h", ctypes.c_uint8: "B", ctypes.c_int8: "b"}
+
+
+def layout(struct_type, first: str, stop: str | None = None) -> struct.Struct:
+    """A struct.Struct that reads a ctypes mirror's fields from `first` up to (not including)
+    `stop`, at their offsets in the event (char arrays as bytes). One C call per event: a ctypes
+    object per event, and an attribute read per field, cost more than judging the event."""
+    names = [name for name, _ in struct_type._fields_]
+    chosen = struct_type._fields_[names.index(first) : names.index(stop) if stop else None]
+    start = getattr(struct_type, first).offset
+    fmt, at = ["=", "x" * start], start
+    for name, ctype in chosen:
+        offset = getattr(struct_type, name).offset
+        fmt.append("x" * (offset - at))
+        if issubclass(ctype, ctypes.Array):
+            fmt.append(f"{ctypes.sizeof(ctype)}s")
+        else:
+            fmt.append(_INT_CODES[ctype])  # KeyError: a field type this mirror does not read yet
+        at = offset + ctypes.sizeof(ctype)
+    return struct.Struct("".join(fmt))
+
+
+_HEADER = layout(abi.EventHeader, "ktime_ns")
+
+
+@lru_cache(maxsize=1024)  # a few dozen commands make most events
+def _comm(raw: bytes) -> str:
+    return _text(raw)
+
+
+def _header(data: bytes) -> Header:
+    ktime_ns, cgroup_id, _, pid, tid, uid, gid, slot, action, _, comm = _HEADER.unpack_from(data)
+    return Header(ktime_ns, cgroup_id, pid, tid, uid, gid, None if slot == abi.NO_SLOT else slot, _comm(comm),
+                  _enum(abi.KernelAction, action, "kernel_action"))
 
 
 def _enum(kind, value: int, what: str):
@@ -206,76 +223,70 @@ def _enum(kind, value: int, what: str):
         raise DecodeError(f"unknown {what} {value}") from exc
 
 
-def _fixed(struct_type, data: bytes):
-    size = ctypes.sizeof(struct_type)
+def _need(data: bytes, size: int, name: str) -> None:
     if len(data) < size:
-        raise DecodeError(f"{struct_type.__name__}: {len(data)} bytes, need {size}")
-    return struct_type.from_buffer_copy(data)  # copies the first `size` bytes
+        raise DecodeError(f"{name}: {len(data)} bytes, need at least {size}")
 
 
 def _field_bytes(data: bytes, field, length: int) -> bytes:
-    """A char array field's raw bytes, sliced from the event itself: ctypes would cut the value
-    at the first NUL, and argv is a run of NUL-separated strings."""
+    """An array field's bytes, as many as the kernel says it filled (never past the field)."""
     return data[field.offset : field.offset + min(length, field.size)]
 
 
+# Each event's fields after its header; variable-length events (the kernel sends only the bytes
+# of the path or message it read) up to that last array, which is sliced from the event.
+_EXEC = layout(abi.ExecEvent, "old_tid", "filename")
+_FORK = layout(abi.ForkEvent, "child_pid")
+_OPEN = layout(abi.OpenEvent, "dirfd", "path")
+_OPENED = layout(abi.OpenedEvent, "fd", "reserved")
+_CWD = layout(abi.CwdEvent, "fd", "path")
+_CONNECT = layout(abi.ConnectEvent, "fd")
+_CHANGE = layout(abi.FileChangeEvent, "op", "path")
+_INTERFACE = layout(abi.InterfaceEvent, "interface")
+_DNS = layout(abi.DnsEvent, "fd", "data")
+
+
 def _decode_exec(data: bytes) -> ExecEvent:
-    raw = _fixed(abi.ExecEvent, data)
-    argv_bytes = _field_bytes(data, abi.ExecEvent.argv, raw.argv_len)
-    argv = tuple(a.decode("utf-8", "surrogateescape") for a in argv_bytes.split(b"\0")[: raw.argc])
+    _need(data, ctypes.sizeof(abi.ExecEvent), "ExecEvent")
+    old_tid, flags, dirfd, argc, matched_slot, filename_len, argv_len = _EXEC.unpack_from(data)
+    argv_bytes = _field_bytes(data, abi.ExecEvent.argv, argv_len)
+    argv = tuple(a.decode("utf-8", "surrogateescape") for a in argv_bytes.split(b"\0")[:argc])
     return ExecEvent(
-        hdr=_header(raw.hdr), old_tid=raw.old_tid, flags=abi.ExecFlags(raw.flags), dirfd=raw.dirfd,
-        filename=_text(_field_bytes(data, abi.ExecEvent.filename, raw.filename_len)), argv=argv,
-        matched_slot=None if raw.matched_slot == abi.NO_SLOT else raw.matched_slot,
+        hdr=_header(data), old_tid=old_tid, flags=abi.ExecFlags(flags), dirfd=dirfd,
+        filename=_text(_field_bytes(data, abi.ExecEvent.filename, filename_len)), argv=argv,
+        matched_slot=None if matched_slot == abi.NO_SLOT else matched_slot,
     )
 
 
 def _decode_fork(data: bytes) -> ForkEvent:
-    raw = _fixed(abi.ForkEvent, data)
-    return ForkEvent(hdr=_header(raw.hdr), child_pid=raw.child_pid, parent_pid=raw.parent_pid)
+    _need(data, ctypes.sizeof(abi.ForkEvent), "ForkEvent")
+    child_pid, parent_pid = _FORK.unpack_from(data)
+    return ForkEvent(_header(data), child_pid, parent_pid)
 
 
 def _decode_exit(data: bytes) -> ExitEvent:
-    return ExitEvent(hdr=_header(_fixed(abi.ExitEvent, data).hdr))
-
-
-def _with_path(struct, name: str, data: bytes):
-    """A variable-length event (the kernel sends only the path bytes it read): the fixed part
-    and the path's bytes."""
-    fixed = struct.path.offset
-    if len(data) < fixed:
-        raise DecodeError(f"{name}: {len(data)} bytes, need at least {fixed}")
-    head = _head_of(struct)
-    raw = head.from_buffer_copy(data[:fixed].ljust(ctypes.sizeof(head), b"\0"))
-    return raw, data[fixed : fixed + raw.path_len]
-
-
-@cache
-def _head_of(struct):
-    """The struct without its path array, the part always sent: padding a short event to the
-    whole struct (4 KiB of path) for every open cost more than decoding it."""
-    return type(f"{struct.__name__}Head", (ctypes.Structure,),
-                {"_fields_": [f for f in struct._fields_ if f[0] != "path"]})
+    _need(data, ctypes.sizeof(abi.ExitEvent), "ExitEvent")
+    return ExitEvent(_header(data))
 
 
 def _decode_open(data: bytes) -> OpenEvent:
-    raw, path_bytes = _with_path(abi.OpenEvent, "open_event", data)
-    syscall = _enum(abi.OpenSyscall, raw.syscall, "open syscall")
-    return OpenEvent(
-        hdr=_header(raw.hdr), dirfd=raw.dirfd, flags=raw.flags, mode=raw.mode, syscall=syscall,
-        path=_text(path_bytes), truncated=bool(raw.info & _TRUNCATED), names_gen=raw.names_gen,
-        read_at_exit=bool(raw.info & _READ_AT_EXIT),
-    )
+    _need(data, abi.OpenEvent.path.offset, "open_event")
+    dirfd, flags, mode, syscall, path_len, info, names_gen = _OPEN.unpack_from(data)
+    path = _text(_field_bytes(data, abi.OpenEvent.path, path_len))
+    return OpenEvent(_header(data), dirfd, flags, mode, _enum(abi.OpenSyscall, syscall, "open syscall"), path,
+                     bool(info & _TRUNCATED), names_gen, bool(info & _READ_AT_EXIT))
 
 
 def _decode_opened(data: bytes) -> OpenedEvent:
-    raw = _fixed(abi.OpenedEvent, data)
-    return OpenedEvent(hdr=_header(raw.hdr), fd=raw.fd)
+    _need(data, ctypes.sizeof(abi.OpenedEvent), "OpenedEvent")
+    (fd,) = _OPENED.unpack_from(data)
+    return OpenedEvent(_header(data), fd)
 
 
 def _decode_cwd(data: bytes) -> CwdEvent:
-    raw, path_bytes = _with_path(abi.CwdEvent, "cwd_event", data)
-    return CwdEvent(hdr=_header(raw.hdr), fd=raw.fd, path=_text(path_bytes))
+    _need(data, abi.CwdEvent.path.offset, "cwd_event")
+    fd, path_len, _ = _CWD.unpack_from(data)
+    return CwdEvent(_header(data), fd, _text(_field_bytes(data, abi.CwdEvent.path, path_len)))
 
 
 def endpoint(address, port) -> str:
@@ -304,40 +315,35 @@ def decode_sockaddr(addr: bytes, addrlen: int) -> tuple[int, str, int | None]:
 
 
 def _decode_connect(data: bytes) -> ConnectEvent:
-    raw = _fixed(abi.ConnectEvent, data)
-    family, address, port = decode_sockaddr(bytes(raw.addr), raw.addrlen)
-    return ConnectEvent(hdr=_header(raw.hdr), fd=raw.fd, family=family, address=address, port=port,
-                        call=_enum(abi.NetCall, raw.call, "network call"), refused=bool(raw.refused))
+    _need(data, ctypes.sizeof(abi.ConnectEvent), "ConnectEvent")
+    fd, addrlen, call, refused, addr = _CONNECT.unpack_from(data)
+    family, address, port = decode_sockaddr(addr, addrlen)
+    return ConnectEvent(_header(data), fd, family, address, port, _enum(abi.NetCall, call, "network call"),
+                        bool(refused))
 
 
 def _decode_change(data: bytes) -> FileChangeEvent:
-    raw = _fixed(abi.FileChangeEvent, data)
+    _need(data, ctypes.sizeof(abi.FileChangeEvent), "FileChangeEvent")
+    op, dirfd, dirfd2, fd, mode, uid, gid, path_len, path2_len = _CHANGE.unpack_from(data)
     return FileChangeEvent(
-        hdr=_header(raw.hdr), op=_enum(abi.FileOp, raw.op, "file op"), dirfd=raw.dirfd, dirfd2=raw.dirfd2,
-        fd=raw.fd, mode=raw.mode, uid=raw.uid, gid=raw.gid,
-        path=_text(_field_bytes(data, abi.FileChangeEvent.path, raw.path_len)),
-        path2=_text(_field_bytes(data, abi.FileChangeEvent.path2, raw.path2_len)),
+        _header(data), _enum(abi.FileOp, op, "file op"), dirfd, dirfd2, fd, mode, uid, gid,
+        _text(_field_bytes(data, abi.FileChangeEvent.path, path_len)),
+        _text(_field_bytes(data, abi.FileChangeEvent.path2, path2_len)),
     )
 
 
 def _decode_interface(data: bytes) -> InterfaceEvent:
-    raw = _fixed(abi.InterfaceEvent, data)
-    return InterfaceEvent(hdr=_header(raw.hdr), interface=_enum(abi.Interface, raw.interface, "interface"),
-                          allowed=bool(raw.allowed), target_pid=raw.target_pid, signal=raw.signal)
-
-
-_DNS_FIXED = abi.DnsEvent.data.offset
+    _need(data, ctypes.sizeof(abi.InterfaceEvent), "InterfaceEvent")
+    interface, allowed, target_pid, signal = _INTERFACE.unpack_from(data)
+    return InterfaceEvent(_header(data), _enum(abi.Interface, interface, "interface"), bool(allowed), target_pid, signal)
 
 
 def _decode_dns(data: bytes) -> DnsEvent:
-    # Variable length, like an open: only the bytes captured are sent.
-    if len(data) < _DNS_FIXED:
-        raise DecodeError(f"dns_event: {len(data)} bytes, need at least {_DNS_FIXED}")
-    raw = abi.DnsEvent.from_buffer_copy(data[:_DNS_FIXED].ljust(ctypes.sizeof(abi.DnsEvent), b"\0"))
-    peer = ipaddress.IPv6Address(bytes(raw.peer))
-    return DnsEvent(hdr=_header(raw.hdr), fd=raw.fd, direction=_enum(abi.DnsDirection, raw.direction, "DNS direction"),
-                    pending=raw.pending, peer=peer.ipv4_mapped or peer, peer_port=raw.peer_port,
-                    payload=data[_DNS_FIXED : _DNS_FIXED + raw.len], total=raw.total)
+    _need(data, abi.DnsEvent.data.offset, "dns_event")  # like an open: only the bytes captured are sent
+    fd, direction, pending, _, peer, peer_port, length, total = _DNS.unpack_from(data)
+    peer = ipaddress.IPv6Address(peer)
+    return DnsEvent(_header(data), fd, _enum(abi.DnsDirection, direction, "DNS direction"), pending,
+                    peer.ipv4_mapped or peer, peer_port, _field_bytes(data, abi.DnsEvent.data, length), total)
 
 
 _DECODERS = {

@@ -16,7 +16,7 @@ import pytest
 from sensor import abi
 from sensor.decode import (
     HEADER_SIZE, ConnectEvent, DecodeError, ExecEvent, ExitEvent, ForkEvent, OpenEvent, decode,
-    decode_sockaddr,
+    decode_sockaddr, layout,
 )
 from sensor.source import read_recording
 
@@ -221,6 +221,34 @@ def test_open_every_syscall(syscall):
 
 
 # -- truncated and unknown input -----------------------------------------------------------------
+
+@pytest.mark.parametrize("struct_type", [abi.EventHeader, abi.ExecEvent, abi.ForkEvent, abi.OpenEvent, abi.OpenedEvent,
+                                         abi.CwdEvent, abi.ConnectEvent, abi.FileChangeEvent, abi.DnsEvent,
+                                         abi.InterfaceEvent])
+def test_layout_reads_each_field_at_its_offset(struct_type):
+    """The decoders read fields with struct.Struct formats derived from the ctypes mirror: every
+    integer field set to a distinct value must come back in its place, arrays as their bytes."""
+    ev, expected = struct_type(), []
+    fields = [f for f in struct_type._fields_ if f[0] != "hdr"]
+    for i, (name, ctype) in enumerate(fields, start=1):
+        if issubclass(ctype, ctypes.Array):
+            value = bytes([i]) * ctypes.sizeof(ctype)
+            put(ev, name, value)
+        else:
+            value = i * 3 + 1
+            setattr(ev, name, value)
+        expected.append(value)
+    assert list(layout(struct_type, fields[0][0]).unpack_from(bytes(ev))) == expected
+
+
+def test_opened_and_cwd_events():
+    opened = decode(bytes(build(abi.OpenedEvent, abi.EventType.OPENED, fd=-13)))
+    assert (opened.kind, opened.fd, opened.hdr.tid) == ("opened", -13, 1001)
+    cwd = build(abi.CwdEvent, abi.EventType.CWD, fd=-1, path_len=5)
+    put(cwd, "path", b"/srv\0")
+    event = decode(bytes(cwd)[: abi.CwdEvent.path.offset + 5])
+    assert (event.kind, event.fd, event.path) == ("cwd", -1, "/srv")
+
 
 @pytest.mark.parametrize("size", [0, 1, HEADER_SIZE - 1])
 def test_shorter_than_header(size):

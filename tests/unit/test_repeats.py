@@ -20,7 +20,7 @@ def open_event(path: str = PATH, t: int = 0, pid: int = 10, **changes) -> OpenEv
     hdr = Header(ktime_ns=t, cgroup_id=1, pid=pid, tid=pid, uid=0, gid=0, slot=2, comm="agent")
     event = OpenEvent(hdr=hdr, dirfd=-100, flags=0, mode=0, syscall=abi.OpenSyscall.OPENAT, path=path,
                       truncated=False, names_gen=7)
-    return dataclasses.replace(event, **changes)
+    return event._replace(**changes)
 
 
 def target(path: str = PATH, **changes) -> Target:
