@@ -504,7 +504,8 @@ class Pipeline:
 
     def _target(self, event: Event) -> Target | None:
         if isinstance(event, OpenEvent) and event.path:
-            target = self.table.resolve(event.hdr.pid, event.path, event.dirfd)
+            target = self.table.resolve(event.hdr.pid, event.path, event.dirfd,
+                                        names_seen=(event.names_gen, event.hdr.ktime_ns))
             self.table.note_open(event.hdr.tid, target)
             return target
         if isinstance(event, ExecEvent) and event.filename:

@@ -18,10 +18,12 @@ from .correlate import Target
 from .abi import PATH_MAX, FileOp
 from .decode import AT_FDCWD, CwdEvent, ExecEvent, OpenedEvent, FileChangeEvent, ForkEvent
 from .profiles import Profile
+from .repeats import WINDOW_NS
 
 EXITED_KEPT = 4096  # exited processes remembered for the ancestry of later alerts
 FDS_KEPT = 1024     # open files remembered per process (the oldest are forgotten first)
 OPENING_KEPT = 4096  # opens waiting for their result, by thread
+CANONICAL_DIRS_KEPT = 4096
 
 
 @dataclass
@@ -140,6 +142,7 @@ class ProcessTable:
         self._live: dict[int, ProcessInfo] = {}
         self._exited: OrderedDict[int, ProcessInfo] = OrderedDict()
         self._opening: dict[int, str] = {}  # tid -> canonical path of its open in progress
+        self._canonical_dirs = CanonicalDirs()
 
     # -- lookups ---------------------------------------------------------------------------
     def get(self, pid: int) -> ProcessInfo | None:
@@ -252,9 +255,11 @@ class ProcessTable:
                 p.agent = None
 
     # -- enrichment ------------------------------------------------------------------------
-    def resolve(self, pid: int, path: str, dirfd: int = AT_FDCWD, follow: bool = True) -> Target:
+    def resolve(self, pid: int, path: str, dirfd: int = AT_FDCWD, follow: bool = True,
+                names_seen: tuple[int, int] | None = None) -> Target:
         """Absolute and canonical spellings of a path as process pid named it. follow=False for
-        operations on the name itself (unlink, rename, link): a final symlink is not followed."""
+        operations on the name itself (unlink, rename, link): a final symlink is not followed.
+        names_seen: an open's (names_gen, ktime_ns), for CanonicalDirs."""
         resolved = True
         if not path.startswith("/"):
             info = self.get(pid)
@@ -272,15 +277,23 @@ class ProcessTable:
         # `..` is resolved by realpath, after the symlink before it, as the kernel does: a
         # lexical normpath would turn /proc/PID/cwd/../x into /proc/PID/x.
         absolute = _proc_self_as(pid, path)
-        if follow:
-            canonical = realpath(absolute)
+        found = self._canonical_dirs.lookup(absolute, names_seen) if follow and names_seen else None
+        if found is not None:
+            canonical, st = found
         else:
-            head, name = os.path.split(absolute.rstrip("/") or "/")
-            canonical = os.path.join(realpath(head), name) if name not in ("", ".", "..") \
-                else realpath(absolute)
-        try:
-            st = os.stat(canonical, follow_symlinks=follow)
-        except OSError:
+            if follow:
+                canonical = realpath(absolute)
+            else:
+                head, name = os.path.split(absolute.rstrip("/") or "/")
+                canonical = os.path.join(realpath(head), name) if name not in ("", ".", "..") \
+                    else realpath(absolute)
+            try:
+                st = os.stat(canonical, follow_symlinks=follow)
+            except OSError:
+                st = None
+            if names_seen and follow and canonical == absolute and st is not None:
+                self._canonical_dirs.add(canonical.rpartition("/")[0], names_seen)
+        if st is None:
             return Target(_tidy(path), canonical, resolved)
         return Target(_tidy(path), canonical, resolved, (st.st_dev, st.st_ino), st.st_nlink, stat.S_ISDIR(st.st_mode))
 
@@ -316,6 +329,44 @@ class ProcessTable:
             return ProcessInfo(pid=pid, ppid=None, exe="", cmdline=(), uid=None, start_ticks=None, exited=True)
         return ProcessInfo(pid=pid, ppid=ppid, exe=exe, cmdline=cmdline, uid=uid,
                            start_ticks=start_ticks(pid), cwd=cwd)
+
+
+class CanonicalDirs:
+    """Directories an agent's open found spelled canonically (no symlink, `.` or `..` on the
+    way): a later open of a name in one needs one lstat, not realpath's readlink per component.
+
+    A name found through one is as fresh as realpath would make it, with the same bound as
+    counted repeats (sensor/repeats.py): a name change by any tracked process moves names_gen
+    on, so every entry misses at once; a change by a process that is not an agent (a directory
+    on the way replaced by a symlink) is seen when the entry expires, WINDOW_NS after it was
+    found. The file's identity, which secrets are also matched by, is always read fresh: the
+    lstat goes through the name as the agent spelled it."""
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, tuple[int, int]] = {}  # directory -> (names_gen, expiry ktime)
+
+    def add(self, directory: str, names_seen: tuple[int, int]) -> None:
+        generation, now_ns = names_seen
+        directory = directory or "/"
+        self._dirs.pop(directory, None)  # re-inserted last: the oldest entries go first
+        self._dirs[directory] = (generation, now_ns + WINDOW_NS)
+        while len(self._dirs) > CANONICAL_DIRS_KEPT:
+            self._dirs.pop(next(iter(self._dirs)))
+
+    def lookup(self, absolute: str, names_seen: tuple[int, int]) -> tuple[str, os.stat_result | None] | None:
+        """(canonical path, its lstat or None if there is no such file) for a name in a known
+        directory that is not itself a symlink; None: resolve it the long way."""
+        directory, _, name = absolute.rpartition("/")
+        entry = self._dirs.get(directory or "/")
+        if entry is None or name in ("", ".", "..") or entry[0] != names_seen[0] or names_seen[1] > entry[1]:
+            return None
+        try:
+            st = os.lstat(absolute)
+        except FileNotFoundError:
+            return absolute, None
+        except OSError:
+            return None
+        return None if stat.S_ISLNK(st.st_mode) else (absolute, st)
 
 
 def _safe(getter):

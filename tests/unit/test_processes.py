@@ -376,3 +376,68 @@ def test_realpath_in_c_agrees_with_pythons_on_every_kind_of_name(tmp_path):
              "/usr/lib/../bin//ls", "/etc/./hosts", f"{tmp_path}/missing/../sub", f"{tmp_path}/\udcff",
              f"/proc/{os.getpid()}/cwd/.."]
     assert [processes_mod.realpath(n) for n in names] == [os.path.realpath(n) for n in names]
+
+
+# --- directories found canonical (CanonicalDirs) -------------------------------------------------
+
+SECOND = 1_000_000_000
+
+
+def test_a_name_in_a_directory_found_canonical_resolves_as_realpath_does(base, monkeypatch):
+    (base / "d").mkdir()
+    (base / "d" / "f").write_text("x")
+    (base / "d" / "link").symlink_to(base / "d" / "f")
+    table = ProcessTable()
+    first = table.resolve(os.getpid(), str(base / "d" / "f"), names_seen=(7, 0))
+    calls = []
+    monkeypatch.setattr(processes_mod, "realpath", lambda p: calls.append(p) or os.path.realpath(p))
+    names = ["f", "missing", "link", ".", "..", "f/"]
+    found = [table.resolve(os.getpid(), f"{base}/d/{n}", names_seen=(7, 1)) for n in names]
+    monkeypatch.undo()
+    assert found == [ProcessTable().resolve(os.getpid(), f"{base}/d/{n}") for n in names]
+    assert found[0] == first and found[0].file_id == (os.stat(base / "d" / "f").st_dev, os.stat(base / "d" / "f").st_ino)
+    # Only the names the directory's entry cannot settle took the long way: a symlink, `.`,
+    # `..` and a trailing slash.
+    assert calls == [f"{base}/d/{n}" for n in ("link", ".", "..", "f/")]
+
+
+def test_a_directory_replaced_by_a_symlink_is_seen_after_a_tracked_change_or_the_window(base):
+    (base / "d").mkdir()
+    (base / "d" / "f").write_text("old")
+    (base / "elsewhere").mkdir()
+    (base / "elsewhere" / "f").write_text("new")
+    table = ProcessTable()
+    name = str(base / "d" / "f")
+    assert table.resolve(os.getpid(), name, names_seen=(7, 0)).canonical == name
+    (base / "d").rename(base / "gone")
+    (base / "d").symlink_to(base / "elsewhere")
+    new = os.stat(base / "elsewhere" / "f")
+    # The name's file is read fresh, through the symlink, even while the directory's entry stands:
+    stale = table.resolve(os.getpid(), name, names_seen=(7, SECOND // 2))
+    assert stale.file_id == (new.st_dev, new.st_ino)
+    assert stale.canonical == name  # the name, though, is the one found before: the documented bound
+    # A name change by a tracked process (names_gen moved on), or the window's end: realpath again.
+    for seen in [(8, SECOND // 2), (7, SECOND + 1)]:
+        assert table.resolve(os.getpid(), name, names_seen=seen).canonical == str(base / "elsewhere" / "f")
+
+
+def test_a_directory_spelled_through_a_symlink_is_never_taken_for_canonical(base, monkeypatch):
+    (base / "real").mkdir()
+    (base / "real" / "f").write_text("x")
+    (base / "via").symlink_to(base / "real")
+    table = ProcessTable()
+    for t in range(3):
+        assert table.resolve(os.getpid(), str(base / "via" / "f"), names_seen=(1, t)).canonical == str(base / "real" / "f")
+    calls = []
+    monkeypatch.setattr(processes_mod, "realpath", lambda p: calls.append(p) or os.path.realpath(p))
+    table.resolve(os.getpid(), str(base / "via" / "f"), names_seen=(1, 3))
+    assert calls == [str(base / "via" / "f")]
+
+
+def test_canonical_directories_are_bounded(base, monkeypatch):
+    monkeypatch.setattr(processes_mod, "CANONICAL_DIRS_KEPT", 3)
+    dirs = processes_mod.CanonicalDirs()
+    for i in range(5):
+        dirs.add(f"{base}/d{i}", (0, 0))
+    assert [d for d in (f"{base}/d{i}" for i in range(5)) if dirs.lookup(d + "/x", (0, 0))] == [
+        f"{base}/d2", f"{base}/d3", f"{base}/d4"]
