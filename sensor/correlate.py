@@ -11,6 +11,7 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .decode import ConnectEvent, Event, EventLoss, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent, endpoint
 from .abi import FileOp, NetCall
@@ -31,8 +32,7 @@ class RuleKind(str, enum.Enum):
     EVENT_LOSS = "event_loss"
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):  # a tuple: built for every open, and a frozen dataclass is slow to build
     """The spellings of a path an event names: `literal` made absolute against the process's
     cwd or dirfd, `canonical` with symlinks resolved. `resolved` is False when neither cwd nor
     dirfd could be read (the process was gone): the path is then judged as given."""
@@ -124,7 +124,7 @@ def _decide_open(event: OpenEvent, profile: Profile, target: Target | None,
         return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", glob,
                         f"opened {target.canonical}, which is the same file as secret {glob} "
                         "(hard link, bind mount or another path to it)", target.canonical)
-    memory = PROCESS_MEMORY.fullmatch(target.canonical)
+    memory = target.canonical.startswith("/proc/") and PROCESS_MEMORY.fullmatch(target.canonical)
     if memory and int(memory.group(1)) != event.hdr.pid:
         return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", "/proc/PID/" + memory.group(2),
                         f"read another process's {memory.group(2)} ({target.canonical})", target.canonical)

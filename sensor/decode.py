@@ -364,4 +364,7 @@ def decode(data: bytes) -> Event:
     if len(data) < HEADER_SIZE:
         raise DecodeError(f"event of {len(data)} bytes is shorter than its header ({HEADER_SIZE})")
     (kind,) = _TYPE.unpack_from(data, abi.EventHeader.type.offset)
-    return _DECODERS[_enum(abi.EventType, kind, "event type")](data)
+    decoder = _DECODERS.get(kind)  # EventType members hash as their values
+    if decoder is None:
+        raise DecodeError(f"unknown event type {kind}")
+    return decoder(data)

@@ -428,8 +428,10 @@ class Pipeline:
         self._remember_text(agent, event, what)
 
     def _remember_text(self, agent: AgentInstance, event: Event, what: str) -> None:
-        self.recent.setdefault(agent.root_pid, deque(maxlen=RECENT_EVENTS)).append(
-            f"pid {event.hdr.pid} {event.kind} {what}")
+        recent = self.recent.get(agent.root_pid)
+        if recent is None:  # not setdefault: that would build a deque for every event
+            recent = self.recent[agent.root_pid] = deque(maxlen=RECENT_EVENTS)
+        recent.append(f"pid {event.hdr.pid} {event.kind} {what}")
         if self.feed.listening:
             self.feed.publish(agent.profile.name, agent.id, event.hdr.pid, event.kind, what,
                               event.hdr.kernel_action != abi.KernelAction.NONE, wall_ns(event.hdr.ktime_ns))

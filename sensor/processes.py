@@ -401,6 +401,8 @@ def realpath(path: str) -> str:
 
 def _tidy(path: str) -> str:
     """The path as named, without repeated slashes or `.` segments (`..` kept: see resolve)."""
+    if "//" not in path and "/." not in path and path[-1:] != "/":
+        return path  # already tidy: most names are
     parts = [p for p in path.split("/") if p not in ("", ".")]
     return "/" + "/".join(parts)
 

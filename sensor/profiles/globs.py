@@ -156,7 +156,10 @@ class PathGlob:
         return not self.text.startswith("~") and not GLOB_METACHARACTERS.intersection(self.text)
 
     def matches(self, path: str) -> bool:
-        return any(regex.fullmatch(path) for regex in self._regexes)
+        for regex in self._regexes:  # not any(generator): several calls per open
+            if regex.fullmatch(path):
+                return True
+        return False
 
 
 @dataclass(frozen=True)

@@ -279,7 +279,10 @@ class MatchSelectors:
 
 
 def _first_match(globs: Iterable[PathGlob], path: str) -> PathGlob | None:
-    return next((glob for glob in globs if glob.matches(path)), None)
+    for glob in globs:  # a loop, not next(generator): this runs several times per open
+        if glob.matches(path):
+            return glob
+    return None
 
 
 @dataclass(frozen=True)

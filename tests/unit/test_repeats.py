@@ -4,8 +4,6 @@ loader's three calls; tests/e2e/test_repeats.py runs the real one."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from sensor import abi
@@ -24,7 +22,7 @@ def open_event(path: str = PATH, t: int = 0, pid: int = 10, **changes) -> OpenEv
 
 
 def target(path: str = PATH, **changes) -> Target:
-    return dataclasses.replace(Target(path, path, True, (1, 2)), **changes)
+    return Target(path, path, True, (1, 2))._replace(**changes)
 
 
 class KernelMap:
