@@ -1,37 +1,76 @@
 """The live event feed behind StreamEvents: each judged event of an agent, fanned out to the
 consumers connected now. Not stored: a consumer whose bounded queue is full loses events, and
-every record it gets says how many so far. Costs nothing while nobody listens."""
+every record it gets says how many so far. Costs nothing while nobody listens.
+
+The judge only appends a tuple per consumer; the consumer's own gRPC thread turns what has
+gathered into protobuf records. A message built per event on the judge's thread, and a
+thread-safe queue's locks, cost it more than judging the event."""
 
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
+from typing import NamedTuple
 
 from .._proto.agent_sensor.v1 import sensor_pb2 as pb
 
 CONSUMER_QUEUE = 65536
+NS = 1_000_000_000
+
+
+class Published(NamedTuple):
+    seq: int
+    agent: str
+    instance_id: str
+    pid: int
+    kind: str
+    what: str
+    kernel_acted: bool
+    wall_ns: int
+    repeats: int
+    dropped: int  # the consumer's losses when this was queued
 
 
 class EventConsumer:
     def __init__(self, agents: set[str]):
         self.agents = agents
-        self.queue: queue.Queue[pb.EventRecord] = queue.Queue(CONSUMER_QUEUE)
         self.dropped = 0
+        self._pending: deque[Published] = deque()  # appended by the judge, taken by one gRPC thread
+        self._waiting = False
+        self._wake = threading.Event()
 
-    def offer(self, record: pb.EventRecord) -> None:
-        if self.agents and record.agent not in self.agents:
+    def offer(self, event: Published) -> None:
+        if self.agents and event.agent not in self.agents:
             return
-        record.dropped = self.dropped
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
+        if len(self._pending) >= CONSUMER_QUEUE:
             self.dropped += 1
+            return
+        self._pending.append(event._replace(dropped=self.dropped) if self.dropped else event)
+        if self._waiting:
+            self._wake.set()
+
+    def take(self, most: int, timeout_s: float) -> pb.EventBatch | None:
+        """Up to `most` records, waiting up to timeout_s for the first; None if none came."""
+        if not self._pending:
+            self._wake.clear()
+            self._waiting = True  # before the second look: an offer after it sets the event
+            if not self._pending:
+                self._wake.wait(timeout_s)
+            self._waiting = False
+        batch = pb.EventBatch()
+        add, pending = batch.records.add, self._pending
+        for _ in range(min(most, len(pending))):
+            e = pending.popleft()
+            record = add(seq=e.seq, agent=e.agent, instance_id=e.instance_id, pid=e.pid, type=e.kind, what=e.what,
+                         kernel_acted=e.kernel_acted, repeats=e.repeats, dropped=e.dropped)
+            record.time.seconds, record.time.nanos = divmod(e.wall_ns, NS)
+        return batch if batch.records else None
 
 
 class EventFeed:
     def __init__(self):
-        self._lock = threading.Lock()
-        self._consumers: list[EventConsumer] = []
+        self._lock = threading.Lock()  # subscribe and unsubscribe, from gRPC threads
+        self._consumers: tuple[EventConsumer, ...] = ()  # replaced, never changed: publish reads it unlocked
         self._seq = 0
 
     @property
@@ -40,21 +79,18 @@ class EventFeed:
 
     def publish(self, agent: str, instance_id: str, pid: int, kind: str, what: str, kernel_acted: bool,
                 wall_ns: int, repeats: int = 0) -> None:
-        with self._lock:
-            self._seq += 1
-            for consumer in self._consumers:
-                record = pb.EventRecord(seq=self._seq, agent=agent, instance_id=instance_id, pid=pid, type=kind,
-                                        what=what, kernel_acted=kernel_acted, repeats=repeats)
-                record.time.FromNanoseconds(wall_ns)
-                consumer.offer(record)
+        """From the judge's thread only (under the pipeline's lock)."""
+        self._seq += 1
+        event = Published(self._seq, agent, instance_id, pid, kind, what, kernel_acted, wall_ns, repeats, 0)
+        for consumer in self._consumers:
+            consumer.offer(event)
 
     def subscribe(self, agents: set[str]) -> EventConsumer:
         consumer = EventConsumer(agents)
         with self._lock:
-            self._consumers.append(consumer)
+            self._consumers += (consumer,)
         return consumer
 
     def unsubscribe(self, consumer: EventConsumer) -> None:
         with self._lock:
-            if consumer in self._consumers:
-                self._consumers.remove(consumer)
+            self._consumers = tuple(c for c in self._consumers if c is not consumer)

@@ -80,29 +80,21 @@ class Servicer(pb_grpc.SensorServiceServicer):
 
     def StreamEvents(self, request, context):
         for batch in self._event_batches(request, context, 1):
-            yield from batch
+            yield from batch.records
 
     def StreamEventBatches(self, request, context):
-        for batch in self._event_batches(request, context, EVENT_BATCH_MAX):
-            yield pb.EventBatch(records=batch)
+        yield from self._event_batches(request, context, EVENT_BATCH_MAX)
 
     def _event_batches(self, request, context, most: int):
-        """Lists of up to `most` records: the first waited for, the rest whatever is ready."""
+        """EventBatches of up to `most` records: the first waited for, the rest whatever is ready."""
         names = self._agent_names(request.agents, context)
         feed = self.daemon.pipeline.feed
         consumer = feed.subscribe(names)
         try:
             while context.is_active() and not self.daemon.stopping.is_set():
-                try:
-                    batch = [consumer.queue.get(timeout=STREAM_POLL_S)]
-                except queue.Empty:
-                    continue
-                try:
-                    while len(batch) < most:
-                        batch.append(consumer.queue.get_nowait())
-                except queue.Empty:
-                    pass
-                yield batch
+                batch = consumer.take(most, STREAM_POLL_S)
+                if batch is not None:
+                    yield batch
         finally:
             feed.unsubscribe(consumer)
 

@@ -1,0 +1,78 @@
+"""sensor/export/event_feed.py: what a StreamEvents consumer gets, in order, with its losses
+counted, and a waiting consumer woken by the next event."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import sensor.export.event_feed as feed_mod
+from sensor.export.event_feed import EventFeed
+
+T0 = 1_700_000_000_123_456_789
+
+
+def publish(feed: EventFeed, n: int, agent: str = "crm", start: int = 0) -> None:
+    for i in range(start, start + n):
+        feed.publish(agent, f"{agent}/1.2", 100 + i, "open", f"/srv/f{i}", i % 2 == 1, T0 + i, repeats=i % 3)
+
+
+def test_nobody_listening_costs_nothing_and_keeps_nothing():
+    feed = EventFeed()
+    publish(feed, 3)
+    assert not feed.listening
+    consumer = feed.subscribe(set())
+    assert feed.listening and consumer.take(10, 0) is None  # only what comes after subscribing
+
+
+def test_records_in_order_in_batches_of_at_most_the_asked_size():
+    feed = EventFeed()
+    consumer = feed.subscribe(set())
+    publish(feed, 3)
+    first, second = consumer.take(2, 0), consumer.take(2, 0)
+    assert [r.seq for r in first.records] == [1, 2] and [r.seq for r in second.records] == [3]
+    r = second.records[0]
+    assert (r.agent, r.instance_id, r.pid, r.type, r.what, r.kernel_acted, r.repeats, r.dropped) == (
+        "crm", "crm/1.2", 102, "open", "/srv/f2", False, 2, 0)
+    assert r.time.ToNanoseconds() == T0 + 2
+    assert consumer.take(2, 0) is None
+
+
+def test_a_consumer_asking_for_some_agents_gets_only_theirs():
+    feed = EventFeed()
+    crm, everything = feed.subscribe({"crm"}), feed.subscribe(set())
+    publish(feed, 2, agent="crm")
+    publish(feed, 2, agent="mail", start=2)
+    assert [r.agent for r in crm.take(10, 0).records] == ["crm", "crm"]
+    assert [r.agent for r in everything.take(10, 0).records] == ["crm", "crm", "mail", "mail"]
+
+
+def test_a_full_queue_loses_events_and_later_records_say_how_many(monkeypatch):
+    monkeypatch.setattr(feed_mod, "CONSUMER_QUEUE", 2)
+    feed = EventFeed()
+    consumer = feed.subscribe(set())
+    publish(feed, 5)
+    assert [(r.seq, r.dropped) for r in consumer.take(10, 0).records] == [(1, 0), (2, 0)]
+    publish(feed, 1, start=5)
+    assert [(r.seq, r.dropped) for r in consumer.take(10, 0).records] == [(6, 3)]
+
+
+def test_unsubscribed_consumers_get_nothing_more():
+    feed = EventFeed()
+    consumer = feed.subscribe(set())
+    feed.unsubscribe(consumer)
+    publish(feed, 1)
+    assert not feed.listening and consumer.take(10, 0) is None
+
+
+def test_a_waiting_consumer_is_woken_by_the_next_event():
+    feed = EventFeed()
+    consumer = feed.subscribe(set())
+    got = []
+    thread = threading.Thread(target=lambda: got.append(consumer.take(10, 600)), daemon=True)
+    thread.start()
+    while not consumer._waiting:  # asleep in take, not about to find the event already there
+        time.sleep(0.001)
+    publish(feed, 1)
+    thread.join(120)  # without the wakeup it would sleep out its 600 s
+    assert not thread.is_alive() and [r.seq for r in got[0].records] == [1]
