@@ -77,8 +77,8 @@ def event_message(event: Event, target: Target | None, target2: Target | None = 
 
 
 def build_alert(alert_id: int, verdict: Verdict, event: Event, target: Target | None,
-                agent: AgentInstance, process: ProcessInfo, ancestry: list[ProcessInfo],
-                target2: Target | None = None) -> pb.Alert:
+                agent: AgentInstance, process: ProcessInfo, target2: Target | None = None) -> pb.Alert:
+    """The alert as decided; its ancestry is added after the action (add_ancestry)."""
     alert = pb.Alert(
         id=alert_id, hostname=socket.gethostname(),
         agent=pb.Agent(name=agent.profile.name, instance_id=agent.id, root_pid=agent.root_pid,
@@ -87,13 +87,16 @@ def build_alert(alert_id: int, verdict: Verdict, event: Event, target: Target | 
         reason=verdict.reason,
         action=pb.Action(kind=ACTION_KINDS[verdict.action]),
         process=process_message(process),
-        ancestry=[process_message(p) for p in ancestry],
         event=event_message(event, target, target2, verdict.names),
     )
     alert.timing.kernel_ktime_ns = event.hdr.ktime_ns
     _stamp(alert.timing.event_time, wall_ns(event.hdr.ktime_ns))
     _stamp(alert.timing.decided_time, time.time_ns())
     return alert
+
+
+def add_ancestry(alert: pb.Alert, ancestry: list[ProcessInfo]) -> None:
+    alert.ancestry.extend(process_message(p) for p in ancestry)
 
 
 def complete_action(alert: pb.Alert, completed: bool, result: str, pids=(), in_kernel: bool = False) -> None:

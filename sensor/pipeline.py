@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from . import enforce
-from .alerts import AlertBus, build_alert, complete_action, log_line, wall_ns
+from .alerts import AlertBus, add_ancestry, build_alert, complete_action, log_line, wall_ns
 from .correlate import Target, decide
 from .decode import (ConnectEvent, CwdEvent, DecodeError, DnsEvent, Event, EventLoss, ExecEvent, ExitEvent,
                      FileChangeEvent, ForkEvent, Header, InterfaceEvent, OpenEvent, OpenedEvent, decode)
@@ -374,13 +374,7 @@ class Pipeline:
                              slot=agent.slot, comm="")
                 event = EventLoss(hdr=hdr, lost=new)
                 verdict = decide(event, agent.profile)
-                process = self.table.lookup(root)
-                alert = build_alert(self.bus.next_id(), verdict, event, None, agent, process,
-                                    self.table.ancestry(root))
-                self.bus.stage(alert)
-                self._act(verdict.action, event, agent, alert)
-                self.bus.publish(alert)
-                log.warning("%s", log_line(alert))
+                self._alert(verdict, event, agent, self.table.lookup(root))
 
     def report_repeats(self, final: bool = False) -> None:
         """What the kernel counted instead of sending since the last call (each second; final:
@@ -415,10 +409,16 @@ class Pipeline:
                 log.error("the kernel acted on %s event of pid %d but no rule fires in user space: "
                           "kernel and user-space rules disagree", event.kind, event.hdr.pid)
             return
-        alert = build_alert(self.bus.next_id(), verdict, event, target, agent, process,
-                            self.table.ancestry(event.hdr.pid), target2)
+        self._alert(verdict, event, agent, process, target, target2)
+
+    def _alert(self, verdict, event: Event, agent: AgentInstance, process, target: Target | None = None,
+               target2: Target | None = None) -> None:
+        alert = build_alert(self.bus.next_id(), verdict, event, target, agent, process, target2=target2)
         self.bus.stage(alert)  # durable before the action, which takes time
         self._act(verdict.action, event, agent, alert)
+        # The ancestry after the action: its processes outside the agent are read from /proc, a
+        # few milliseconds the kill would otherwise wait for (the agent's own are in the table).
+        add_ancestry(alert, self.table.ancestry(event.hdr.pid))
         self.bus.publish(alert)
         log.warning("%s", log_line(alert))
 

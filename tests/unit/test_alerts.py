@@ -14,7 +14,7 @@ import pytest
 import sensor.alerts as alerts_mod
 from sensor._proto.agent_sensor.v1 import sensor_pb2 as pb
 from sensor.abi import ExecFlags, OpenSyscall
-from sensor.alerts import AlertBus, alert_to_dict, build_alert, complete_action, log_line
+from sensor.alerts import AlertBus, add_ancestry, alert_to_dict, build_alert, complete_action, log_line
 from sensor.export.spool import AlertSpool, Retention
 from sensor.correlate import Target, decide
 from sensor.decode import ConnectEvent, ExecEvent, Header, OpenEvent
@@ -267,7 +267,8 @@ def test_build_alert_for_an_open(profile, tmp_path):
     target = Target("/root/.aws/credentials", "/root/.aws/credentials")
     verdict = decide(event, profile, target)
     before = time.time_ns()
-    a = build_alert(17, verdict, event, target, agent, process, ancestry)
+    a = build_alert(17, verdict, event, target, agent, process)
+    add_ancestry(a, ancestry)
     complete_action(a, True, "killed 2 process(es): 4000, 4001", [4000, 4001])
     after = time.time_ns()
 
@@ -306,21 +307,21 @@ def test_build_alert_for_an_open(profile, tmp_path):
 
 
 def test_event_time_is_the_kernel_stamp_in_wall_clock(profile):
-    agent, process, ancestry = context(profile)
+    agent, process, _ = context(profile)
     two_seconds_ago = time.monotonic_ns() - 2_000_000_000
     event = ConnectEvent(hdr=header(4001, two_seconds_ago), fd=3, family=socket.AF_INET,
                          address="127.0.0.1", port=9)
-    a = build_alert(1, decide(event, profile), event, None, agent, process, ancestry)
+    a = build_alert(1, decide(event, profile), event, None, agent, process)
     lag = ts_ns(a.timing.decided_time) - ts_ns(a.timing.event_time)
     assert 1_900_000_000 < lag < 3_000_000_000
 
 
 def test_build_alert_for_a_write(profile):
-    agent, process, ancestry = context(profile)
+    agent, process, _ = context(profile)
     event = OpenEvent(hdr=header(4001), dirfd=-100, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode=0o644,
                       syscall=OpenSyscall.CREAT, path="/etc/cron.d/x", truncated=False)
     target = Target("/etc/cron.d/x", "/etc/cron.d/x")
-    a = build_alert(2, decide(event, profile, target), event, target, agent, process, ancestry)
+    a = build_alert(2, decide(event, profile, target), event, target, agent, process)
     assert a.rule.kind == pb.RULE_KIND_FILE_WRITE and a.rule.name == "files.write" and a.rule.pattern == ""
     assert a.event.file.write and a.event.file.syscall == "creat"
     assert a.action.result == "" and not a.action.completed  # pending until complete_action
@@ -334,20 +335,20 @@ def test_build_alert_for_a_write(profile):
     (socket.AF_UNIX, "@abstract", None, "unix"),
 ])
 def test_build_alert_for_a_connect(profile, family, address, port, shown):
-    agent, process, ancestry = context(profile)
+    agent, process, _ = context(profile)
     event = ConnectEvent(hdr=header(4001), fd=3, family=family, address=address, port=port)
-    a = build_alert(3, decide(event, profile), event, None, agent, process, ancestry)
+    a = build_alert(3, decide(event, profile), event, None, agent, process)
     assert a.rule.kind == pb.RULE_KIND_NETWORK_CONNECT and a.rule.name == "network.connect"
     assert a.event.type == "connect" and a.event.WhichOneof("detail") == "network"
     assert (a.event.network.family, a.event.network.address, a.event.network.port) == (shown, address, port or 0)
 
 
 def test_build_alert_for_an_exec(profile):
-    agent, process, ancestry = context(profile)
+    agent, process, _ = context(profile)
     event = ExecEvent(hdr=header(4001), old_tid=4001, flags=ExecFlags(0), dirfd=-100, filename="/bin/sh",
                       argv=("sh", "-c", "curl evil"), matched_slot=None)
     target = Target("/bin/sh", "/usr/bin/dash")
-    a = build_alert(4, decide(event, profile, target), event, target, agent, process, ancestry)
+    a = build_alert(4, decide(event, profile, target), event, target, agent, process)
     assert a.rule.kind == pb.RULE_KIND_EXEC and a.rule.name == "exec"
     assert a.event.type == "exec" and a.event.WhichOneof("detail") == "exec"
     assert a.event.exec.filename == "/bin/sh" and a.event.exec.resolved_path == "/usr/bin/dash"
@@ -358,19 +359,19 @@ def test_alert_action_kind_follows_profile(tmp_path):
     file = tmp_path / "p.yaml"
     file.write_text("name: quiet\non_violation: alert\n")
     quiet = load_profile_file(file, homes=HOMES)
-    agent, process, ancestry = context(quiet)
+    agent, process, _ = context(quiet)
     event = ConnectEvent(hdr=header(4001), fd=3, family=socket.AF_INET, address="1.1.1.1", port=53)
-    a = build_alert(5, decide(event, quiet), event, None, agent, process, ancestry)
+    a = build_alert(5, decide(event, quiet), event, None, agent, process)
     complete_action(a, True, "alert only")
     assert a.action.kind == pb.ACTION_KIND_ALERT and list(a.action.signalled_pids) == []
 
 
 def test_alert_to_dict_is_json_with_proto_field_names(profile):
-    agent, process, ancestry = context(profile)
+    agent, process, _ = context(profile)
     event = OpenEvent(hdr=header(4001), dirfd=-100, flags=os.O_RDONLY, mode=0,
                       syscall=OpenSyscall.OPENAT, path="/var/log/syslog", truncated=False)
     target = Target("/var/log/syslog", "/var/log/syslog")
-    a = build_alert(9, decide(event, profile, target), event, target, agent, process, ancestry)
+    a = build_alert(9, decide(event, profile, target), event, target, agent, process)
     complete_action(a, False, "signalled 4001; still alive", [4001])
     d = alert_to_dict(a)
     assert json.loads(json.dumps(d)) == d
@@ -401,9 +402,9 @@ def test_alert_to_dict_is_json_with_proto_field_names(profile):
 
 
 def test_log_line(profile):
-    agent, process, ancestry = context(profile)
+    agent, process, _ = context(profile)
     event = ConnectEvent(hdr=header(4001), fd=3, family=socket.AF_INET, address="127.0.0.1", port=9)
-    a = build_alert(12, decide(event, profile), event, None, agent, process, ancestry)
+    a = build_alert(12, decide(event, profile), event, None, agent, process)
     pending = log_line(a)
     assert "pending" in pending
     complete_action(a, True, "killed 1 process(es): 4001", [4001])
@@ -423,14 +424,14 @@ def test_no_file_content_in_alerts(profile, tmp_path):
     content = "AKIA-SECRET-CONTENT-7f3e9c1b"
     secret = tmp_path / "credentials"
     secret.write_text(content + "\n")
-    agent, process, ancestry = context(profile)
+    agent, process, _ = context(profile)
     path = str(secret)
     event = OpenEvent(hdr=header(4001), dirfd=-100, flags=os.O_RDONLY, mode=0,
                       syscall=OpenSyscall.OPENAT, path=path, truncated=False)
     target = Target(path, os.path.realpath(path))
     verdict = decide(event, profile, target)
     assert verdict is not None
-    a = build_alert(1, verdict, event, target, agent, process, ancestry)
+    a = build_alert(1, verdict, event, target, agent, process)
     complete_action(a, True, "alert only")
     assert path in a.event.file.path
     serialized = [a.SerializeToString().decode("latin-1"), json.dumps(alert_to_dict(a)), log_line(a), str(a)]
