@@ -22,6 +22,8 @@
 #define SENSOR_PORT_RANGES 8       /* port ranges per destination prefix */
 #define SENSOR_REPEAT_PATH_MAX 128 /* opens of longer names are always sent, never counted as repeats */
 #define SENSOR_DNS_MAX 1232        /* DNS message bytes captured (the EDNS payload size DNS flag day 2020 settled on) */
+#define SENSOR_PID_PAGE 4096       /* pids per value of the maybe_tracked map (one byte each) */
+#define SENSOR_PID_PAGES 1024      /* values: every pid up to 2^22, Linux's PID_MAX_LIMIT */
 
 enum event_type {
 	EVENT_EXEC = 1,    /* every successful exec on the host (rare; lets user space match agents) */

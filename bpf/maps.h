@@ -10,6 +10,48 @@
 #define SENSOR_RINGBUF_PAGES 2048 /* 8 MiB with 4 KiB pages */
 
 BPF_HASH(tracked, u32, struct tracked_proc, SENSOR_MAX_TRACKED);
+
+/* One byte per pid, set for a process that is or may be tracked: every traced syscall of every
+ * process asks whether its process is tracked, and an array lookup (inlined by the verifier)
+ * answers "no" before the hash is searched. The kernel and user space (through mmap) store
+ * single bytes, so neither rewrites a byte the other set. A byte is set before its tracked entry
+ * is added and cleared by the kernel when the process exits; user space never clears one (it
+ * could race an exec matched in the kernel): a byte left set costs only the hash lookup. */
+struct pid_page {
+	u8 maybe[SENSOR_PID_PAGE];
+};
+BPF_F_TABLE("array", u32, struct pid_page, maybe_tracked, SENSOR_PID_PAGES, BPF_F_MMAPABLE);
+
+static __always_inline u8 *maybe_tracked_byte(u32 tgid)
+{
+	u32 page = tgid / SENSOR_PID_PAGE;
+	struct pid_page *p = maybe_tracked.lookup(&page);
+	return p ? &p->maybe[tgid % SENSOR_PID_PAGE] : NULL; /* NULL: a pid past the pages */
+}
+
+static __always_inline struct tracked_proc *lookup_tracked(u32 tgid)
+{
+	u8 *maybe = maybe_tracked_byte(tgid);
+	if (maybe && !*maybe)
+		return NULL;
+	return tracked.lookup(&tgid);
+}
+
+static __always_inline void add_tracked(u32 tgid, struct tracked_proc *entry)
+{
+	u8 *maybe = maybe_tracked_byte(tgid);
+	if (maybe)
+		*maybe = 1;
+	tracked.update(&tgid, entry);
+}
+
+static __always_inline void remove_tracked(u32 tgid)
+{
+	tracked.delete(&tgid);
+	u8 *maybe = maybe_tracked_byte(tgid);
+	if (maybe)
+		*maybe = 0;
+}
 BPF_HASH(exec_match, struct exec_key, u32, 1024);
 
 /* In-kernel enforcement, filled by user space per slot; doomed: agent runs (by root pid) the
@@ -124,7 +166,7 @@ static __always_inline void lost(u32 type)
 {
 	count(COUNTER_DROP_BASE + type);
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct tracked_proc *t = tracked.lookup(&tgid);
+	struct tracked_proc *t = lookup_tracked(tgid);
 	if (!t)
 		return;
 	u32 root = t->root_pid;
@@ -278,7 +320,7 @@ static __always_inline int sockaddr_ip(const u8 *raw, u32 len, u8 *addr)
 static __always_inline struct tracked_proc *current_tracked(void)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct tracked_proc *t = tracked.lookup(&tgid);
+	struct tracked_proc *t = lookup_tracked(tgid);
 
 	if (!t || (t->flags & TRACKED_PENDING_EXEC))
 		return NULL;

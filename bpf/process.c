@@ -137,7 +137,7 @@ int on_sched_process_exec(struct tracepoint__sched__sched_process_exec *args)
 	}
 
 	u32 slot = SENSOR_NO_SLOT;
-	struct tracked_proc *t = tracked.lookup(&pid);
+	struct tracked_proc *t = lookup_tracked(pid);
 	if (t) {
 		/* Broker rights come with the program and go with the next exec. */
 		long n = e->filename_len;
@@ -151,7 +151,7 @@ int on_sched_process_exec(struct tracepoint__sched__sched_process_exec *args)
 		slot = t->slot;
 	} else if (e->matched_slot != SENSOR_NO_SLOT) {
 		struct tracked_proc fresh = {.slot = e->matched_slot, .root_pid = pid};
-		tracked.update(&pid, &fresh);
+		add_tracked(pid, &fresh);
 		slot = fresh.slot;
 		e->flags |= EXEC_AGENT_START | EXEC_KERNEL_MATCHED;
 	}
@@ -195,7 +195,7 @@ int on_sys_enter_vfork(struct tracepoint__syscalls__sys_enter_vfork *args)
 int on_sys_enter_clone(struct tracepoint__syscalls__sys_enter_clone *args)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!tracked.lookup(&tgid))
+	if (!lookup_tracked(tgid))
 		return 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	u64 flags = args->clone_flags;
@@ -207,7 +207,7 @@ int on_sys_enter_clone(struct tracepoint__syscalls__sys_enter_clone *args)
 int on_sys_enter_clone3(struct tracepoint__syscalls__sys_enter_clone3 *args)
 {
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!tracked.lookup(&tgid))
+	if (!lookup_tracked(tgid))
 		return 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	u64 flags = 0; /* struct clone_args starts with the u64 flags */
@@ -222,7 +222,7 @@ int on_sched_process_fork(struct tracepoint__sched__sched_process_fork *args)
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u32 tgid = pid_tgid >> 32;
 	u32 tid = (u32)pid_tgid;
-	struct tracked_proc *t = tracked.lookup(&tgid);
+	struct tracked_proc *t = lookup_tracked(tgid);
 	if (!t)
 		return 0;
 
@@ -234,7 +234,7 @@ int on_sched_process_fork(struct tracepoint__sched__sched_process_fork *args)
 
 	u32 child = args->child_pid;
 	struct tracked_proc inherited = *t;
-	tracked.update(&child, &inherited);
+	add_tracked(child, &inherited);
 	if (t->flags & TRACKED_PENDING_EXEC)
 		return 0;
 
@@ -257,7 +257,7 @@ int on_sched_process_exit(struct tracepoint__sched__sched_process_exit *args)
 	if ((u32)pid_tgid != tgid)
 		return 0;
 #endif
-	struct tracked_proc *t = tracked.lookup(&tgid);
+	struct tracked_proc *t = lookup_tracked(tgid);
 	if (!t)
 		return 0;
 	if (!(t->flags & TRACKED_PENDING_EXEC)) {
@@ -265,6 +265,6 @@ int on_sched_process_exit(struct tracepoint__sched__sched_process_exit *args)
 		fill_header(&e.hdr, EVENT_EXIT, t->slot);
 		emit(&e, sizeof(e), EVENT_EXIT);
 	}
-	tracked.delete(&tgid);
+	remove_tracked(tgid);
 	return 0;
 }

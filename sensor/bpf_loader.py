@@ -158,6 +158,7 @@ class SensorBPF:
         self.in_place = in_place  # read the ring buffer in place (sensor/ringbuf.py)
         self._obj = None
         self._maps: Maps | None = None
+        self._maybe_tracked = None  # the maybe_tracked map's bytes (mmap), once loaded
         self._prog_fds: list[int] = []
         self._links: list[int] = []  # perf event fds holding the tracepoint attachments
         self._ring = None
@@ -189,6 +190,7 @@ class SensorBPF:
                             "Check kernel headers (make kernel-headers) and the compiler output above.") from None
         try:
             self._maps = Maps(self._obj.maps, MAP_TYPES)
+            self._maybe_tracked = self._maps.shared("maybe_tracked")
             # Before the receive tracepoints: until it is in place, answers note no addresses.
             self._maps[b"dns_tail"][0] = ctypes.c_int(
                 self._load_program("dns_answer_to_policy", bpf_syscall.PROG_TYPE_TRACEPOINT))
@@ -261,6 +263,7 @@ class SensorBPF:
         if self._maps is not None:
             self._maps.close()
             self._maps = None
+            self._maybe_tracked = None
 
     @property
     def bpf(self) -> Maps:
@@ -272,6 +275,8 @@ class SensorBPF:
     # -- tracked processes -----------------------------------------------------------------
     def track(self, pid: int, slot: int, root_pid: int, flags: int = 0) -> None:
         table = self.bpf[b"tracked"]
+        if pid < len(self._maybe_tracked):
+            self._maybe_tracked[pid] = 1  # before the entry, and never cleared here (bpf/maps.h)
         table[ctypes.c_uint32(pid)] = abi.TrackedProc(slot=slot, root_pid=root_pid, flags=flags)
 
     def lost_by_run(self) -> dict[int, int]:

@@ -6,6 +6,7 @@ mirror whose size differs from the compiled map's stops the start, naming both."
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 
 from . import bpf_syscall
@@ -14,6 +15,7 @@ from .bpf_object import MapSpec
 ARRAY, PROG_ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, RINGBUF = 2, 3, 5, 6, 10, 27
 PER_CPU = {PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH}
 ARRAYS = {ARRAY, PROG_ARRAY, PERCPU_ARRAY}  # fixed slots: cleared by zeroing, not deleting
+F_MMAPABLE = 1 << 10
 
 
 def possible_cpus() -> int:
@@ -97,6 +99,8 @@ class Maps:
     def __init__(self, specs: tuple[MapSpec, ...], types: dict[str, tuple]):
         self.fds: dict[str, int] = {}
         self._typed: dict[bytes, BpfMap] = {}
+        self._specs = {spec.name: spec for spec in specs}
+        self._mappings: list[mmap.mmap] = []
         try:
             for spec in specs:
                 self.fds[spec.name] = bpf_syscall.map_create(spec.type, spec.key_size, spec.value_size,
@@ -122,7 +126,21 @@ class Maps:
             raise KeyError(f"map {name.decode()} is not declared to user space "
                            "(sensor/bpf_loader.py MAP_TYPES)") from None
 
+    def shared(self, name: str) -> mmap.mmap:
+        """An array map created with BPF_F_MMAPABLE, mapped writable into this process: its
+        values in key order, as bytes the kernel reads and writes too."""
+        spec = self._specs[name]
+        if spec.type != ARRAY or not spec.flags & F_MMAPABLE:
+            raise TypeError(f"map {name} is not an array created with BPF_F_MMAPABLE")
+        mapping = mmap.mmap(self.fds[name], spec.max_entries * spec.value_size, mmap.MAP_SHARED,
+                            mmap.PROT_READ | mmap.PROT_WRITE)
+        self._mappings.append(mapping)
+        return mapping
+
     def close(self) -> None:
+        for mapping in self._mappings:
+            mapping.close()
+        self._mappings.clear()
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()

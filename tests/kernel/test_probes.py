@@ -479,6 +479,8 @@ def test_fork_is_reported_and_child_inherits_tracking(sensor_bpf, spawn, tracker
     assert (fork.hdr.pid, fork.hdr.slot) == (child.pid, slot)
     entry = sensor_bpf.tracked()[gpid]  # in the map before the child ran
     assert (entry.slot, entry.root_pid, entry.flags) == (slot, child.pid, 0)
+    maybe = sensor_bpf.bpf.shared("maybe_tracked")  # bpf/maps.h: one byte per pid
+    assert (maybe[child.pid], maybe[gpid]) == (1, 1)  # set by user space's track, and at the fork
 
     child.release()
     assert child.wait() == 0
@@ -488,6 +490,34 @@ def test_fork_is_reported_and_child_inherits_tracking(sensor_bpf, spawn, tracker
     assert (gopen.hdr.pid, gopen.hdr.slot) == (gpid, slot)
     assert len(of_kind(gevs, "exit")) == 1
     assert gpid not in sensor_bpf.tracked()
+    assert (maybe[child.pid], maybe[gpid]) == (0, 0)  # cleared by the kernel at their exits
+
+
+def test_a_tracked_entry_counts_only_with_its_pid_byte(sensor_bpf, spawn, tracker, events):
+    """Untracked processes are turned away by their byte in maybe_tracked before the tracked
+    hash is searched: an entry whose byte is not set is not seen, which is why track() sets the
+    byte first. (The entry is written here behind track()'s back.)"""
+    before, after = marker_path(), marker_path()
+
+    def act(ch):
+        try_open(before)
+        ch.send(b"opened")
+        ch.wait_release()
+        try_open(after)
+
+    child = spawn(act)
+    slot = tracker.new_slot()
+    tracker.pids.add(child.pid)
+    maybe = sensor_bpf.bpf.shared("maybe_tracked")
+    maybe[child.pid] = 0  # a byte an earlier process with this pid may have left set
+    sensor_bpf.bpf[b"tracked"][ctypes.c_uint32(child.pid)] = abi.TrackedProc(slot=slot, root_pid=child.pid)
+    child.go()
+    assert child.recv() == b"opened"
+    tracker.track(child.pid, slot)  # the byte, then the same entry again
+    child.release()
+    evs = events.wait_for([child.pid], lambda evs: opens_of(evs, after))
+    assert opens_of(evs, after) and not opens_of(evs, before)  # sent in order: the first was never sent
+    assert child.wait() == 0
 
 
 def test_posix_spawn_clone3_is_a_fork(sensor_bpf, spawn, tracker, events):
