@@ -47,10 +47,18 @@ def build_workload(out: Path) -> Path:
     return binary
 
 
+RUNS = 5  # of each workload per configuration and repetition, interleaved; their median counts
+
+
 def measure(binary: Path) -> dict[str, float]:
-    """ns per operation of each workload, run by this (untracked) process's child."""
-    return {name: float(subprocess.run([str(binary), name, str(n)], capture_output=True, text=True,
-                                       check=True).stdout) for name, n in WORKLOADS.items()}
+    """ns per operation of each workload, run by this (untracked) process's child: the median
+    of RUNS runs, so one run the VM disturbed does not decide a repetition."""
+    runs: dict[str, list[float]] = {name: [] for name in WORKLOADS}
+    for _ in range(RUNS):
+        for name, n in WORKLOADS.items():
+            runs[name].append(float(subprocess.run([str(binary), name, str(n)], capture_output=True, text=True,
+                                                   check=True).stdout))
+    return {name: statistics.median(values) for name, values in runs.items()}
 
 
 @contextmanager
@@ -147,7 +155,8 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
     lines = [f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, kernel {os.uname().release}; "
-             f"{args.reps} repetitions, configurations alternated; median (min-max) of the per-repetition ratios.",
+             f"{args.reps} repetitions, configurations alternated, each workload the median of {RUNS} runs "
+             "per configuration and repetition; median (min-max) of the per-repetition ratios.",
              "",
              "| workload (untracked process) | a: ns/op | c/a sensor vs nothing | c/b sensor vs no-op floor "
              "| d/a auditd vs nothing | target c/b <= 1.05 | c/a below d/a |",
