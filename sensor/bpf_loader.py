@@ -467,6 +467,8 @@ class SensorBPF:
 
     def poll(self, timeout_ms: int) -> int:
         """Wait up to timeout_ms for an urgent event, then take everything there is (events sent
-        without a wakeup are collected here): how many events were taken."""
-        self._ring.wait(timeout_ms)
+        without a wakeup are collected here): how many events were taken. With timeout_ms 0 no
+        wait at all: a poll that cannot wait would only hand the GIL to another thread."""
+        if timeout_ms > 0:
+            self._ring.wait(timeout_ms)
         return self._ring.take()

@@ -441,3 +441,17 @@ def test_canonical_directories_are_bounded(base, monkeypatch):
         dirs.add(f"{base}/d{i}", (0, 0))
     assert [d for d in (f"{base}/d{i}" for i in range(5)) if dirs.lookup(d + "/x", (0, 0))] == [
         f"{base}/d2", f"{base}/d3", f"{base}/d4"]
+
+
+def test_lstat_holding_gil_agrees_with_os_lstat(base):
+    (base / "f").write_text("x")
+    os.link(base / "f", base / "hard")
+    (base / "link").symlink_to(base / "f")
+    for name in [base / "f", base / "link", base, "/proc/self/exe", "/dev/null"]:
+        ours, theirs = processes_mod.lstat_holding_gil(str(name)), os.lstat(name)
+        assert (ours.st_dev, ours.st_ino, ours.st_nlink, ours.st_mode) == (
+            theirs.st_dev, theirs.st_ino, theirs.st_nlink, theirs.st_mode), name
+    with pytest.raises(FileNotFoundError):
+        processes_mod.lstat_holding_gil(str(base / "missing"))
+    with pytest.raises(NotADirectoryError):
+        processes_mod.lstat_holding_gil(str(base / "f" / "x"))
