@@ -171,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--opens", type=int, default=20000)
     parser.add_argument("--seconds", type=float, default=10.0, help="per rate of the sweep")
-    parser.add_argument("--rates", type=int, nargs="+", default=[1000, 5000, 10000, 15000, 20000],
+    parser.add_argument("--rates", type=int, nargs="+", default=[5000, 10000, 20000, 30000, 40000, 50000, 60000],
                         help="opens/s of the sweep")
     parser.add_argument("--sustain", type=float, default=60.0,
                         help="seconds of the final run, at the highest rate the sweep delivered in full")
