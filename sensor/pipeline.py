@@ -21,7 +21,7 @@ import psutil
 
 from . import enforce
 from .alerts import AlertBus, add_ancestry, build_alert, complete_action, log_line, wall_ns
-from .correlate import Target, decide
+from .correlate import Target, Verdict, decide
 from .decode import (ConnectEvent, CwdEvent, DecodeError, DnsEvent, Event, EventLoss, ExecEvent, ExitEvent,
                      FileChangeEvent, ForkEvent, Header, InterfaceEvent, OpenEvent, OpenedEvent, decode)
 from . import dns_names
@@ -29,7 +29,7 @@ from .incidents import Incident, IncidentStore
 from .export.event_feed import EventFeed
 from .kernel_rules import KernelPolicy, compile_policy, kernel_address, learned_destination, path_prefixes
 from .secret_files import SecretFiles
-from .processes import AgentInstance, ProcessTable, cgroup_path, start_ticks, user_name
+from .processes import AgentInstance, ProcessInfo, ProcessTable, cgroup_path, start_ticks, user_name
 from .repeats import Counted, RepeatCache
 from .profiles import Profile, ProcessFacts, find_profile
 from . import abi
@@ -411,8 +411,8 @@ class Pipeline:
             return
         self._alert(verdict, event, agent, process, target, target2)
 
-    def _alert(self, verdict, event: Event, agent: AgentInstance, process, target: Target | None = None,
-               target2: Target | None = None) -> None:
+    def _alert(self, verdict: Verdict, event: Event, agent: AgentInstance, process: ProcessInfo,
+               target: Target | None = None, target2: Target | None = None) -> None:
         alert = build_alert(self.bus.next_id(), verdict, event, target, agent, process, target2=target2)
         self.bus.stage(alert)  # durable before the action, which takes time
         self._act(verdict.action, event, agent, alert)
