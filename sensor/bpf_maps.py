@@ -105,9 +105,8 @@ class Maps:
             for spec in specs:
                 self.fds[spec.name] = bpf_syscall.map_create(spec.type, spec.key_size, spec.value_size,
                                                              spec.max_entries, spec.flags, spec.name)
-            by_name = {spec.name: spec for spec in specs}
             for name, (key_type, value_type) in types.items():
-                spec = by_name.get(name)
+                spec = self._specs.get(name)
                 if spec is None:
                     raise TypeError(f"no map {name} in the compiled programs")
                 sizes = (ctypes.sizeof(key_type), ctypes.sizeof(value_type))

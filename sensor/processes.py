@@ -25,7 +25,7 @@ from .repeats import WINDOW_NS
 EXITED_KEPT = 4096  # exited processes remembered for the ancestry of later alerts
 FDS_KEPT = 1024     # open files remembered per process (the oldest are forgotten first)
 OPENING_KEPT = 4096  # opens waiting for their result, by thread
-CANONICAL_DIRS_KEPT = 4096
+CANONICAL_DIRS_KEPT = 4096  # directories found canonical (CanonicalDirs)
 
 
 @dataclass
@@ -223,10 +223,7 @@ class ProcessTable:
         info = self.get(event.hdr.pid)
         if path is None or info is None:
             return
-        info.fds.pop(event.fd, None)  # re-inserted last: the oldest entries go first
-        info.fds[event.fd] = path
-        while len(info.fds) > FDS_KEPT:
-            info.fds.pop(next(iter(info.fds)))
+        put_newest(info.fds, event.fd, path, FDS_KEPT)
 
     def on_exec(self, event: ExecEvent) -> ProcessInfo:
         info = self.lookup(event.hdr.pid)
@@ -349,11 +346,7 @@ class CanonicalDirs:
 
     def add(self, directory: str, names_seen: tuple[int, int]) -> None:
         generation, now_ns = names_seen
-        directory = directory or "/"
-        self._dirs.pop(directory, None)  # re-inserted last: the oldest entries go first
-        self._dirs[directory] = (generation, now_ns + WINDOW_NS)
-        while len(self._dirs) > CANONICAL_DIRS_KEPT:
-            self._dirs.pop(next(iter(self._dirs)))
+        put_newest(self._dirs, directory or "/", (generation, now_ns + WINDOW_NS), CANONICAL_DIRS_KEPT)
 
     def lookup(self, absolute: str, names_seen: tuple[int, int]) -> tuple[str, FileStat | None] | None:
         """(canonical path, its lstat or None if there is no such file) for a name in a known
@@ -369,6 +362,14 @@ class CanonicalDirs:
         except OSError:
             return None
         return None if stat.S_ISLNK(st.st_mode) else (absolute, st)
+
+
+def put_newest(entries: dict, key, value, most: int) -> None:
+    """Set key, moved to the end if it was there, and forget the oldest entries past `most`."""
+    entries.pop(key, None)
+    entries[key] = value
+    while len(entries) > most:
+        entries.pop(next(iter(entries)))
 
 
 def _safe(getter):
