@@ -6,7 +6,6 @@ profiles can name hosts before they exist. No traffic goes anywhere else."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import sys
@@ -65,15 +64,22 @@ def host_address(n: int) -> str:
     return f"10.77.{n}.2"
 
 
-def private_resolv_conf(path: Path) -> None:
-    """In a child before exec: a private mount namespace with `path` over /etc/resolv.conf, so
-    its resolver asks a test DNS server and nothing else on the machine changes."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    clone_newns, ms_rec, ms_private, ms_bind = 0x20000, 0x4000, 0x40000, 0x1000
-    if (libc.unshare(clone_newns) != 0
-            or libc.mount(None, b"/", None, ms_rec | ms_private, None) != 0
-            or libc.mount(bytes(path), b"/etc/resolv.conf", None, ms_bind, None) != 0):
-        raise OSError(ctypes.get_errno(), "mount namespace for the test resolver")
+def with_resolv_conf(path: Path, argv: list[str]) -> list[str]:
+    """argv run in a private mount namespace with `path` over /etc/resolv.conf, so its resolver
+    asks a test DNS server and nothing else on the machine changes. unshare and sh exec in
+    place, so the process keeps the pid Popen reports. (A preexec_fn would do this with a plain
+    fork, which runs gRPC's fork handlers in a test process that has gRPC threads and can hang.)"""
+    return ["unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(path), *argv]
+
+
+def _refuse_address_in_use(ipr: IPRoute, address: str) -> None:
+    """Two links with one test address would send the agent's traffic to the wrong one."""
+    for found in ipr.get_addr(address=address):
+        link = ipr.get_links(found["index"])[0].get_attr("IFLA_IFNAME")
+        raise RuntimeError(f"{address} is already on {link}: another test network is running or one was left "
+                           f"behind by a run that was killed; if none runs, remove it with `ip link del {link}` "
+                           f"and its namespaces (`ip netns list`) with `ip netns del NAME`")
 
 
 class HostNetwork:
@@ -91,6 +97,8 @@ class HostNetwork:
         n = len(self.hosts) + 1
         ns, veth, peer = f"{self._tag}-{role}", f"{self._tag}h{n}", f"{self._tag}p{n}"
         host_ip, ns_ip = f"10.77.{n}.1", host_address(n)
+        with IPRoute() as ipr:
+            _refuse_address_in_use(ipr, host_ip)
         netns.create(ns)
         with IPRoute() as ipr:
             ipr.link("add", ifname=veth, kind="veth", peer={"ifname": peer, "net_ns_fd": ns})

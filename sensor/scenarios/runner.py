@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..client import SensorClient
 from ..kinds import action_name, rule_name
-from .hosts import Host, HostNetwork, host_address, private_resolv_conf
+from .hosts import Host, HostNetwork, host_address, with_resolv_conf
 from .own_daemon import CLI
 from .spec import ExpectedAlert, Scenario
 
@@ -129,16 +129,14 @@ class Run:
         # ~/.cargo/bin, say) must not change what the agent runs.
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.workspace / "home"),
                "SCENARIO_BACKGROUND_PIDS": " ".join(str(p.pid) for p in background)}
-        preexec = None
+        argv = [CLI, "exec", "--server", self.server, "--profile", self.s.profile, "--",
+                "/usr/bin/python3", str(self.workspace / "agent.py"), json.dumps(steps), str(write_end)]
         if self.s.resolver:
             conf = self.workspace / "resolv.conf"
             conf.write_text(f"nameserver {hosts[self.s.resolver].address}\noptions timeout:2 attempts:1\n")
-            preexec = lambda: private_resolv_conf(conf)  # noqa: E731
-        proc = subprocess.Popen(
-            [CLI, "exec", "--server", self.server, "--profile", self.s.profile, "--",
-             "/usr/bin/python3", str(self.workspace / "agent.py"), json.dumps(steps), str(write_end)],
-            cwd=self.workspace, env=env, pass_fds=(write_end,), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=preexec)
+            argv = with_resolv_conf(conf, argv)
+        proc = subprocess.Popen(argv, cwd=self.workspace, env=env, pass_fds=(write_end,),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         os.close(write_end)
         try:
             _, err = proc.communicate(timeout=self.s.timeout)

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from sensor.scenarios import own_daemon
-from sensor.scenarios.hosts import private_resolv_conf
+from sensor.scenarios.hosts import with_resolv_conf
 
 CLI = own_daemon.CLI
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -71,11 +71,10 @@ class Daemon:
         """`agent-sensor exec --profile P -- python3 agent_actions.py ...`; the Popen's pid is the
         agent's (exec replaces the CLI process). With resolv_conf, the agent runs in its own mount
         namespace where that file is /etc/resolv.conf (its resolver asks a test DNS server)."""
-        return subprocess.Popen(
-            [CLI, "exec", "--server", self.server, "--profile", profile, "--",
-             SYSTEM_PYTHON, str(self.workspace / "agent_actions.py"), str(self.workspace), str(self.port), *actions],
-            cwd=self.workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=(lambda: private_resolv_conf(resolv_conf)) if resolv_conf else None)
+        argv = [CLI, "exec", "--server", self.server, "--profile", profile, "--",
+                SYSTEM_PYTHON, str(self.workspace / "agent_actions.py"), str(self.workspace), str(self.port), *actions]
+        return subprocess.Popen(with_resolv_conf(resolv_conf, argv) if resolv_conf else argv, cwd=self.workspace,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def run_agent(self, profile: str, *actions: str, timeout: float = 30,
                   resolv_conf: Path | None = None) -> subprocess.CompletedProcess:

@@ -5,6 +5,7 @@ or UDP, the attacker receives nothing."""
 from __future__ import annotations
 
 import pytest
+from pyroute2 import IPRoute
 
 from sensor.scenarios.hosts import HostNetwork
 
@@ -42,3 +43,18 @@ def test_the_attacker_receives_nothing(daemon_for, network, proto):
     assert alert["rule"]["kind"] == "RULE_KIND_NETWORK_CONNECT"
     assert alert["event"]["network"]["address"] == attacker.address
     assert alert["action"]["in_kernel"] is True
+
+
+def test_a_test_network_left_behind_is_named_instead_of_stealing_the_traffic(tmp_path):
+    """A run killed mid-test leaves its host-side link (and address) behind; a new test network
+    on the same address would send the agent's traffic there, so it refuses and names the link."""
+    with IPRoute() as ipr:
+        # a veth pair, not a dummy link: some kernels (this one) lack the dummy module
+        ipr.link("add", ifname="as-stale", kind="veth", peer="as-stale-p")
+        try:
+            ipr.addr("add", index=ipr.link_lookup(ifname="as-stale")[0], address="10.77.1.1", prefixlen=24)
+            with HostNetwork(tmp_path) as net, pytest.raises(RuntimeError, match="10.77.1.1 is already on as-stale"):
+                net.add_host("api")
+            assert net.hosts == []
+        finally:
+            ipr.link("del", ifname="as-stale")
