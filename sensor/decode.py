@@ -277,6 +277,21 @@ def _decode_open(data: bytes) -> OpenEvent:
                      bool(info & _TRUNCATED), names_gen, bool(info & _READ_AT_EXIT))
 
 
+_OPENED_SENDER = layout(abi.EventHeader, "type", "kernel_action")  # type, pid, tid, uid, gid, slot
+_OPENED_SIZE = ctypes.sizeof(abi.OpenedEvent)
+
+
+def opened_fd(data: bytes) -> tuple[int, int, int | None, int] | None:
+    """(pid, tid, slot, fd) if data is an OpenedEvent, else None. Half of an agent's events are
+    these and only their fd is used, so the judge reads it without building the event."""
+    if len(data) < _OPENED_SIZE:
+        return None
+    kind, pid, tid, _, _, slot = _OPENED_SENDER.unpack_from(data)
+    if kind != abi.EventType.OPENED:
+        return None
+    return pid, tid, None if slot == abi.NO_SLOT else slot, _OPENED.unpack_from(data)[0]
+
+
 def _decode_opened(data: bytes) -> OpenedEvent:
     _need(data, ctypes.sizeof(abi.OpenedEvent), "OpenedEvent")
     (fd,) = _OPENED.unpack_from(data)

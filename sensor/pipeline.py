@@ -23,7 +23,8 @@ from . import enforce
 from .alerts import AlertBus, add_ancestry, build_alert, complete_action, log_line, wall_ns
 from .correlate import Target, Verdict, decide
 from .decode import (ConnectEvent, CwdEvent, DecodeError, DnsEvent, Event, EventLoss, ExecEvent, ExitEvent,
-                     FileChangeEvent, ForkEvent, Header, InterfaceEvent, OpenEvent, OpenedEvent, decode)
+                     FileChangeEvent, ForkEvent, Header, InterfaceEvent, OpenEvent, OpenedEvent, decode,
+                     opened_fd)
 from . import dns_names
 from .incidents import Incident, IncidentStore
 from .export.event_feed import EventFeed
@@ -83,7 +84,8 @@ class Pipeline:
         self.kernel_enforcement = kernel_enforcement and not audit_only
         self.quarantine = quarantine  # quarantine.Quarantine, or None: quarantine acts as kill
         self.incidents = IncidentStore()
-        self.recent: dict[int, deque[str]] = {}  # root pid -> the agent's last events, for incidents
+        # root pid -> the agent's last events (pid, kind, what), for incidents: written out only then
+        self.recent: dict[int, deque[tuple[int, str, str]]] = {}
         self.slots: dict[str, int] = {}
         self._set_profiles(profiles)
         self.bpf = sensor_bpf
@@ -100,7 +102,7 @@ class Pipeline:
         self.sensor_files: tuple[str, ...] = ()  # set by protect_sensor_files
         self.lock = threading.RLock()  # the event loop and gRPC threads share the table
         self._handlers = {ExecEvent: self._on_exec, ForkEvent: self.table.on_fork, CwdEvent: self.table.on_cwd,
-                          OpenedEvent: self.table.on_opened, ExitEvent: self._on_exit, DnsEvent: self._on_dns,
+                          ExitEvent: self._on_exit, DnsEvent: self._on_dns,
                           **dict.fromkeys((OpenEvent, ConnectEvent, FileChangeEvent, InterfaceEvent), self._judge)}
 
     def assign_slots(self, profiles: list[Profile]) -> dict[str, int]:
@@ -250,27 +252,34 @@ class Pipeline:
     def handle(self, data: bytes) -> None:
         with self.lock:
             self.counters.events += 1
+            opened = opened_fd(data)
+            if opened is not None:  # half of an agent's events, read without building the event
+                pid, tid, slot, fd = opened
+                self._count(OpenedEvent.kind, pid, slot)
+                self.table.on_opened(pid, tid, fd)
+                return
             try:
                 event = decode(data)
             except DecodeError as exc:
                 self.counters.decode_errors += 1
                 log.warning("dropped an undecodable event: %s", exc)
                 return
-            self.counters.by_type[event.kind] = self.counters.by_type.get(event.kind, 0) + 1
+            self._count(event.kind, event.hdr.pid, event.hdr.slot)
+            handler = self._handlers.get(type(event))
+            if handler is None:
+                return
             try:
-                self._dispatch(event)
+                handler(event)
             except Exception:  # noqa: BLE001 - one bad event must not stop the sensor
                 self.counters.handler_errors += 1
                 log.exception("error handling %s event of pid %d (counted in status)", event.kind, event.hdr.pid)
 
-    def _dispatch(self, event: Event) -> None:
-        if event.hdr.slot is not None:
-            info = self.table.get(event.hdr.pid)
+    def _count(self, kind: str, pid: int, slot: int | None) -> None:
+        self.counters.by_type[kind] = self.counters.by_type.get(kind, 0) + 1
+        if slot is not None:
+            info = self.table.get(pid)
             if info is not None and info.agent is not None:
                 self.events_by_run[info.agent.root_pid] = self.events_by_run.get(info.agent.root_pid, 0) + 1
-        handler = self._handlers.get(type(event))
-        if handler is not None:
-            handler(event)
 
     def _on_exec(self, event: ExecEvent) -> None:
         pid = event.hdr.pid
@@ -431,7 +440,7 @@ class Pipeline:
         recent = self.recent.get(agent.root_pid)
         if recent is None:  # not setdefault: that would build a deque for every event
             recent = self.recent[agent.root_pid] = deque(maxlen=RECENT_EVENTS)
-        recent.append(f"pid {event.hdr.pid} {event.kind} {what}")
+        recent.append((event.hdr.pid, event.kind, what))
         if self.feed.listening:
             self.feed.publish(agent.profile.name, agent.id, event.hdr.pid, event.kind, what,
                               event.hdr.kernel_action != abi.KernelAction.NONE, wall_ns(event.hdr.ktime_ns))
@@ -448,7 +457,7 @@ class Pipeline:
             id=incident_id, agent=agent.profile.name, instance_id=agent.id, root_pid=agent.root_pid,
             rule=alert.rule.name, reason=alert.reason, alert_id=alert.id, created_ns=time.time_ns(),
             isolation=isolation, facts=collect_facts(isolation.pids or members),
-            last_events=list(self.recent.get(agent.root_pid, ()))))
+            last_events=[f"pid {pid} {kind} {what}" for pid, kind, what in self.recent.get(agent.root_pid, ())]))
         alert.action.incident_id = incident_id
         complete_action(alert, isolation.frozen or isolation.method == "sigstop",
                         f"incident {incident_id}: {isolation.detail}", isolation.pids,

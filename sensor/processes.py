@@ -9,6 +9,7 @@ import os
 import pwd
 import stat
 import struct
+import sys
 from collections import OrderedDict
 from functools import cached_property
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import psutil
 
 from .correlate import Target
 from .abi import PATH_MAX, FileOp
-from .decode import AT_FDCWD, CwdEvent, ExecEvent, OpenedEvent, FileChangeEvent, ForkEvent
+from .decode import AT_FDCWD, CwdEvent, ExecEvent, FileChangeEvent, ForkEvent
 from .profiles import Profile
 from .repeats import WINDOW_NS
 
@@ -218,12 +219,13 @@ class ProcessTable:
         while len(self._opening) > OPENING_KEPT:
             self._opening.pop(next(iter(self._opening)))
 
-    def on_opened(self, event: OpenedEvent) -> None:
-        path = self._opening.pop(event.hdr.tid, None)
-        info = self.get(event.hdr.pid)
+    def on_opened(self, pid: int, tid: int, fd: int) -> None:
+        """An open's result (decode.opened_fd): the fd that thread's open in progress became."""
+        path = self._opening.pop(tid, None)
+        info = self.get(pid)
         if path is None or info is None:
             return
-        put_newest(info.fds, event.fd, path, FDS_KEPT)
+        put_newest(info.fds, fd, path, FDS_KEPT)
 
     def on_exec(self, event: ExecEvent) -> ProcessInfo:
         info = self.lookup(event.hdr.pid)
@@ -405,6 +407,7 @@ class FileStat(NamedTuple):
 # 32, dev major and minor at 136.
 _STATX = struct.Struct("=16xI8xH2xQ96xII112x")
 AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS = 0x100, 0x7FF
+_FS_ENCODING = sys.getfilesystemencoding()  # os.fsencode's, without its Python frame per stat
 _holding_gil = ctypes.PyDLL(None, use_errno=True)  # PyDLL: calls keep the GIL
 _statx = getattr(_holding_gil, "statx", None)  # glibc 2.28 and later
 if _statx is not None:
@@ -419,10 +422,11 @@ def lstat_holding_gil(path: str) -> FileStat | os.stat_result:
     if _statx is None:
         return os.lstat(path)
     buf = ctypes.create_string_buffer(_STATX.size)
-    if _statx(AT_FDCWD, os.fsencode(path), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, buf) != 0:
+    if _statx(AT_FDCWD, path.encode(_FS_ENCODING, "surrogateescape"), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS,
+              buf) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)  # OSError picks the subclass: FileNotFoundError, ...
-    nlink, mode, ino, major, minor = _STATX.unpack(buf.raw)
+    nlink, mode, ino, major, minor = _STATX.unpack_from(buf)
     return FileStat(os.makedev(major, minor), ino, nlink, mode)
 
 

@@ -46,11 +46,18 @@ class RepeatKey(NamedTuple):
     path: str
 
 
+def _too_long_for_key(path: str) -> bool:
+    """The kernel's key holds the name's bytes and a NUL; a character is at most 4 bytes, so
+    most names need no encoding to know they fit."""
+    most = abi.REPEAT_PATH_MAX - 1
+    return 4 * len(path) >= most and len(path.encode(errors="surrogateescape")) >= most
+
+
 def cache_key(event: OpenEvent, target: Target | None) -> RepeatKey | None:
     """The kernel's key for an open judged allowed, or None if its repeats must still be sent."""
     if (target is None or event.hdr.slot is None or event.truncated or event.read_at_exit
             or event.hdr.kernel_action != abi.KernelAction.NONE or not event.path.startswith("/")
-            or len(event.path.encode(errors="surrogateescape")) + 1 >= abi.REPEAT_PATH_MAX
+            or _too_long_for_key(event.path)
             or target.is_dir or target.canonical != event.path or not target.resolved):
         return None
     return RepeatKey(event.hdr.pid, event.hdr.slot, event.flags, event.names_gen, event.path)

@@ -16,7 +16,7 @@ import pytest
 from sensor import abi
 from sensor.decode import (
     HEADER_SIZE, ConnectEvent, DecodeError, ExecEvent, ExitEvent, ForkEvent, OpenEvent, decode,
-    decode_sockaddr, layout,
+    decode_sockaddr, layout, opened_fd,
 )
 from sensor.source import read_recording
 
@@ -248,6 +248,15 @@ def test_opened_and_cwd_events():
     put(cwd, "path", b"/srv\0")
     event = decode(bytes(cwd)[: abi.CwdEvent.path.offset + 5])
     assert (event.kind, event.fd, event.path) == ("cwd", -1, "/srv")
+
+
+def test_opened_fd_reads_what_decode_reads_and_nothing_else():
+    raw = bytes(build(abi.OpenedEvent, abi.EventType.OPENED, slot=3, fd=7))
+    event = decode(raw)
+    assert opened_fd(raw) == (event.hdr.pid, event.hdr.tid, event.hdr.slot, event.fd) == (1000, 1001, 3, 7)
+    assert opened_fd(bytes(build(abi.OpenedEvent, abi.EventType.OPENED, fd=7)))[2] is None  # no slot
+    assert opened_fd(raw[:-1]) is None  # short: decode reports it
+    assert opened_fd(bytes(build(abi.OpenedEvent, abi.EventType.EXIT))) is None
 
 
 @pytest.mark.parametrize("size", [0, 1, HEADER_SIZE - 1])

@@ -12,7 +12,7 @@ import pytest
 
 import sensor.processes as processes_mod
 from sensor.correlate import Target
-from sensor.decode import AT_FDCWD, CwdEvent, ForkEvent, Header, OpenedEvent
+from sensor.decode import AT_FDCWD, CwdEvent, ForkEvent, Header
 from sensor.processes import ProcessTable, start_ticks
 
 PYTHON = sys.executable
@@ -356,7 +356,7 @@ def test_a_directory_fd_resolves_from_the_open_that_made_it_after_the_process_is
     table = ProcessTable()
     table.lookup(sleeper.pid)
     table.note_open(sleeper.pid, table.resolve(sleeper.pid, str(base / "build")))
-    table.on_opened(OpenedEvent(hdr=hdr(sleeper.pid), fd=7))
+    table.on_opened(sleeper.pid, sleeper.pid, 7)
     sleeper.kill()
     sleeper.wait()
     table.on_exit(sleeper.pid)

@@ -58,6 +58,14 @@ def test_a_missing_file_has_a_key_too():
     assert cache_key(open_event(), target(file_id=None)) is not None
 
 
+LONG_IN_BYTES = "/" + "é" * (abi.REPEAT_PATH_MAX // 2)
+
+
+def test_a_name_of_many_bytes_that_fits_the_key_has_one():
+    fits = "/" + "é" * ((abi.REPEAT_PATH_MAX - 3) // 2)  # 2 bytes each, then the NUL
+    assert cache_key(open_event(fits), target(fits)) is not None
+
+
 @pytest.mark.parametrize("event, tgt", [
     (open_event("config.toml"), target()),                                # relative: depends on the cwd
     (open_event(), target(canonical="/etc/secret")),                      # through a symlink
@@ -68,6 +76,7 @@ def test_a_missing_file_has_a_key_too():
     (open_event(read_at_exit=True), target()),                           # the kernel could not read it at entry
     (open_event(hdr=Header(0, 1, 10, 10, 0, 0, 2, "a", abi.KernelAction.KILL)), target()),
     (open_event("/" + "x" * abi.REPEAT_PATH_MAX), target("/" + "x" * abi.REPEAT_PATH_MAX)),  # longer than the key
+    (open_event(LONG_IN_BYTES), target(LONG_IN_BYTES)),                  # fewer characters than the key, more bytes
     (open_event(), None),
 ])
 def test_opens_whose_repeats_must_be_sent(event, tgt):
