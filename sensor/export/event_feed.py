@@ -16,6 +16,7 @@ from typing import NamedTuple
 from .._proto.agent_sensor.v1 import sensor_pb2 as pb
 
 CONSUMER_QUEUE = 65536
+NS = 1_000_000_000
 # A batch stream gives the judge this long to fill a batch before it sends one that is not full:
 # sent as soon as there was something, batches were of a few records, and the GIL handovers
 # between the judge and the threads sending them cost the judge more than the records.
@@ -68,8 +69,9 @@ class EventConsumer:
         add, pending = batch.records.add, self._pending
         for _ in range(min(most, len(pending))):
             e = pending.popleft()
-            add(seq=e.seq, agent=e.agent, instance_id=e.instance_id, pid=e.pid, type=e.kind, what=e.what,
-                kernel_acted=e.kernel_acted, repeats=e.repeats, dropped=e.dropped).time.FromNanoseconds(e.wall_ns)
+            stamp = add(seq=e.seq, agent=e.agent, instance_id=e.instance_id, pid=e.pid, type=e.kind, what=e.what,
+                        kernel_acted=e.kernel_acted, repeats=e.repeats, dropped=e.dropped).time
+            stamp.seconds, stamp.nanos = divmod(e.wall_ns, NS)  # FromNanoseconds is Python, a fifth slower
         return batch if batch.records else None
 
 
