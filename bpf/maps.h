@@ -53,6 +53,17 @@ static __always_inline void remove_tracked(u32 tgid)
 		*maybe = 0;
 }
 BPF_HASH(exec_match, struct exec_key, u32, 1024);
+/* 1 while some profile has a `match` (user space sets it with the profiles): every process's
+ * exec is sent, for selectors and exec_match. At 0 (exec_match is empty then too) only agents'
+ * own are: another process's exec costs a lookup and nothing is read or sent. */
+BPF_ARRAY(all_execs, u32, 1);
+
+static __always_inline int execs_of_everyone(void)
+{
+	u32 zero = 0;
+	u32 *on = all_execs.lookup(&zero);
+	return on && *on;
+}
 
 /* In-kernel enforcement, filled by user space per slot; doomed: agent runs (by root pid) the
  * kernel has acted on, so every member is stopped at its next traced syscall too. */

@@ -27,12 +27,15 @@ static __always_inline int exec_denied(struct exec_event *e, long n)
 static __always_inline int exec_enter(int dirfd, const char *filename,
 				      const char *const *argv, u32 flags)
 {
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!execs_of_everyone() && !lookup_tracked(pid_tgid >> 32))
+		return 0;
 	u32 zero = 0;
 	struct exec_event *e = exec_scratch.lookup(&zero);
 	if (!e)
 		return 0;
 
-	u32 tid = (u32)bpf_get_current_pid_tgid();
+	u32 tid = (u32)pid_tgid;
 	e->old_tid = tid;
 	e->flags = flags;
 	e->dirfd = dirfd;
@@ -154,6 +157,9 @@ int on_sched_process_exec(struct tracepoint__sched__sched_process_exec *args)
 		add_tracked(pid, &fresh);
 		slot = fresh.slot;
 		e->flags |= EXEC_AGENT_START | EXEC_KERNEL_MATCHED;
+	} else if (!execs_of_everyone()) {
+		exec_stash.delete(&old_tid);
+		return 0;
 	}
 
 	fill_header(&e->hdr, EVENT_EXEC, slot);

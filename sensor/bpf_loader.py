@@ -102,7 +102,8 @@ OPTIONAL_DEFINES = {p: f"-DHAVE_{p.event}" for p in PROBES if not p.required}
 # The maps user space reads or writes: (key, value) as sensor/abi.py mirrors them.
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 MAP_TYPES = {
-    "tracked": (u32, abi.TrackedProc), "exec_match": (abi.ExecKey, u32), "slot_policy": (ctypes.c_int, abi.SlotPolicy),
+    "tracked": (u32, abi.TrackedProc), "exec_match": (abi.ExecKey, u32), "all_execs": (ctypes.c_int, u32),
+    "slot_policy": (ctypes.c_int, abi.SlotPolicy),
     **{name: (abi.PathLpmKey, u32) for name in ("secret_paths", "broker_execs", "denied_execs", "protected_paths")},
     "allowed_dests": (abi.AddrLpmKey, abi.PortRanges), "allowed_binds": (abi.AddrLpmKey, abi.PortRanges),
     "doomed": (u32, u32), "exec_stash": (u32, abi.ExecEvent), "open_repeats": (abi.RepeatKey, abi.RepeatCount),
@@ -327,6 +328,10 @@ class SensorBPF:
 
     def tracked(self) -> dict[int, abi.TrackedProc]:
         return {k.value: abi.TrackedProc.from_buffer_copy(v) for k, v in self.bpf[b"tracked"].items()}
+
+    def send_all_execs(self, on: bool) -> None:
+        """Every process's exec to user space (profiles match by selectors), or only agents'."""
+        self.bpf[b"all_execs"][ctypes.c_int(0)] = u32(int(on))
 
     def set_exec_matches(self, paths: dict[str, int]) -> None:
         """Exact executable paths that start an agent (path -> slot), matched by the kernel at exec."""

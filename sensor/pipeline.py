@@ -170,7 +170,10 @@ class Pipeline:
             return (sorted(set(self.slots) - set(before)), sorted(set(self.slots) & set(before)), removed)
 
     def install_exec_matches(self) -> dict[str, int]:
+        """What the kernel needs to start agents at exec: the literal paths it matches itself,
+        and whether user space matches selectors (then it must see every process's exec)."""
         paths = {path: self.slots[p.name] for p in self.profiles for path in kernel_exec_paths(p)}
+        self.bpf.send_all_execs(self._matching)
         self.bpf.set_exec_matches(paths)
         return paths
 

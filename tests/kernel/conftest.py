@@ -40,6 +40,7 @@ def sensor_bpf():
 
     sensor = SensorBPF()
     sensor.load()
+    sensor.send_all_execs(True)  # as a daemon whose profiles match by selectors (the examples')
     try:
         yield sensor
     finally:

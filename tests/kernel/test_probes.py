@@ -20,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 
 from sensor import abi
 from sensor.bpf_loader import PROBES
@@ -757,6 +758,37 @@ def test_untracked_exec_is_seen_without_slot(sensor_bpf, spawn, events):
     assert exe.argv == (TRUE, "untracked")
     assert not exe.flags & (abi.ExecFlags.AGENT_START | abi.ExecFlags.KERNEL_MATCHED)
     assert child.pid not in sensor_bpf.tracked()
+
+
+@pytest.fixture
+def agents_execs_only(sensor_bpf):
+    """The kernel as a daemon whose profiles have no `match` leaves it: only agents' execs sent."""
+    sensor_bpf.send_all_execs(False)
+    try:
+        yield
+    finally:
+        sensor_bpf.send_all_execs(True)
+
+
+def test_without_selectors_other_processes_execs_are_not_read_or_sent(sensor_bpf, spawn, tracker, events,
+                                                                     agents_execs_only):
+    quiet = spawn(lambda ch: os.execv(TRUE, [TRUE, "untracked"])).go()
+    assert quiet.wait() == 0
+    _, slot, evs = run_tracked(spawn, tracker, events, lambda ch: os.execv(TRUE, [TRUE, "agent"]))
+    (exe,) = of_kind(evs, "exec")  # an agent's exec is sent all the same
+    assert (exe.hdr.slot, exe.argv) == (slot, (TRUE, "agent"))
+    barrier(spawn, tracker, events)
+    assert events.of([quiet.pid]) == []
+    assert quiet.pid not in {k.value for k in sensor_bpf.bpf[b"exec_stash"].keys()}
+
+
+def test_without_selectors_a_launched_agent_still_starts_at_its_exec(sensor_bpf, spawn, tracker, events,
+                                                                     agents_execs_only):
+    """`agent-sensor exec`: tracked (pending) before its exec, which must arrive as the start."""
+    _, slot, evs = run_tracked(spawn, tracker, events, lambda ch: os.execv(TRUE, [TRUE, "launched"]),
+                               flags=abi.TrackedFlags.PENDING_EXEC)
+    (exe,) = of_kind(evs, "exec")
+    assert exe.hdr.slot == slot and exe.agent_start and exe.argv == (TRUE, "launched")
 
 
 # -- exit ----------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Which profiles the kernel can match at exec by exact path (sensor.pipeline.kernel_exec_paths)."""
+"""Which profiles the kernel can match at exec by exact path (sensor.pipeline.kernel_exec_paths), and
+when it must send every process's exec to user space."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import textwrap
 import pytest
 
 from sensor import abi
-from sensor.pipeline import kernel_exec_paths
+from sensor.alerts import AlertBus
+from sensor.export.spool import AlertSpool
+from sensor.pipeline import Pipeline, kernel_exec_paths
 from sensor.profiles import load_profile_file
 
 HOMES = ["/root", "/home/alice"]
@@ -103,3 +106,28 @@ def test_the_exec_launcher_is_never_matched_by_selectors():
     assert is_launcher(exec_event("/opt/venv/bin/agent-sensor", "exec", "--profile", "p", "--", "python3", "a.py"))
     assert not is_launcher(exec_event("/opt/venv/bin/agent-sensor", "status"))
     assert not is_launcher(exec_event("/usr/bin/python3", "agent.py", "exec"))
+
+
+class ExecMaps:
+    """What Pipeline.install_exec_matches tells the kernel (sensor.bpf_loader.SensorBPF's calls)."""
+
+    def __init__(self):
+        self.all_execs, self.paths = None, None
+
+    def send_all_execs(self, on: bool) -> None:
+        self.all_execs = on
+
+    def set_exec_matches(self, paths: dict[str, int]) -> None:
+        self.paths = paths
+
+
+@pytest.mark.parametrize("match, all_execs", [
+    ("", False),                                   # agents only by `agent-sensor exec`: other execs stay in the kernel
+    ("match:\n  exe: /opt/agent/bin/run\n", True),  # user space also matches the other spellings of the path
+    ("match:\n  cmdline: '*agent*'\n", True),
+])
+def test_every_exec_is_sent_only_while_a_profile_matches_processes(tmp_path, match, all_execs):
+    kernel = ExecMaps()
+    Pipeline([load(tmp_path, match)], kernel, AlertBus(AlertSpool(tmp_path / "alerts.db"))).install_exec_matches()
+    assert kernel.all_execs is all_execs
+    assert kernel.paths == ({"/opt/agent/bin/run": 0} if "exe" in match else {})
