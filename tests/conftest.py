@@ -13,6 +13,12 @@ from pathlib import Path
 
 import pytest
 
+# This process forks children that run a few lines of Python or exec (the kernel tests' spawn,
+# the end-to-end agents), after gRPC threads exist (every daemon readiness check is a gRPC call).
+# gRPC's fork handlers are for children that go on using gRPC, and are a known source of hangs
+# in fork-then-exec (grpc/grpc#13998, #22624); set before gRPC loads, they are not installed.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 REQUIRE_BPF = os.environ.get("SENSOR_REQUIRE_BPF") == "1"
 FEATURE_SKIP_PREFIX = "kernel lacks feature: "
 ROOT = Path(__file__).resolve().parent.parent
