@@ -35,7 +35,7 @@ enum event_type {
 	EVENT_INTERFACE = 7,   /* a tracked process used an interface that bypasses the traced syscalls */
 	EVENT_DNS = 8,         /* a tracked process sent or received a message on a socket it pointed at port 53 */
 	EVENT_CWD = 9,         /* a tracked process changed its working directory (chdir/fchdir succeeded) */
-	EVENT_OPENED = 10,     /* a tracked process's open returned a file descriptor */
+	EVENT_OPENED = 10,     /* the fd of an open that was sent at entry (OPEN_SENT_AT_ENTRY) */
 	EVENT_TYPE_MAX = 16,
 };
 
@@ -73,6 +73,8 @@ enum interface {
 enum open_info {
 	OPEN_PATH_TRUNCATED = 1, /* the name was longer than SENSOR_PATH_MAX - 1 bytes */
 	OPEN_READ_AT_EXIT = 2,   /* the name was unreadable at entry and read at syscall exit */
+	OPEN_SENT_AT_ENTRY = 4,  /* sent before the open returned (the kernel acted, or no room to keep
+				  * it until exit): result is not set, an EVENT_OPENED follows if it succeeded */
 };
 
 enum exec_flags {
@@ -149,7 +151,9 @@ struct exit_event {
 	struct event_header hdr;
 };
 
-/* Variable length: only offsetof(path) + path_len bytes are sent. */
+/* Variable length: only offsetof(path) + path_len bytes are sent. Built at syscall entry (the
+ * name as the kernel is about to read it, the kernel's verdict) and sent at exit with the result,
+ * one event per open; OPEN_SENT_AT_ENTRY for the few sent before. */
 struct open_event {
 	struct event_header hdr;
 	__s32 dirfd;
@@ -160,12 +164,14 @@ struct open_event {
 	__u32 info;     /* enum open_info */
 	__u32 names_gen; /* names_changed when the open was entered: a repeat_key judged from this
 			  * event is stale, and never matches, once a tracked process changed a name */
+	__s32 result;    /* the syscall's return: the new fd, or -errno (not with OPEN_SENT_AT_ENTRY) */
+	__u32 reserved;
 	char path[SENSOR_PATH_MAX];
 };
 
-/* Sent at the exit of an open that succeeded, after that open's EVENT_OPEN (same thread): user
- * space learns which file each fd is, so a name relative to a directory fd (unlinkat(fd, ...),
- * shutil.rmtree) still resolves after the process is gone. */
+/* Sent at the exit of an open that succeeded and whose EVENT_OPEN was sent at entry (same
+ * thread): user space learns which file each fd is, as from an open's result, so a name relative
+ * to a directory fd (unlinkat(fd, ...), shutil.rmtree) still resolves after the process is gone. */
 struct opened_event {
 	struct event_header hdr;
 	__s32 fd;

@@ -1,5 +1,5 @@
-/* The open family, traced at syscall entry so an attempt is seen even when it fails (and, for a
- * name unreadable at entry, completed at exit). */
+/* The open family: built at syscall entry, where the name is read and the kernel acts, and sent
+ * at exit with the result, so an attempt is seen even when it fails, as one event. */
 
 /* The first len bytes of the little-endian word w are s (len <= 8, s a literal: folded). */
 static __always_inline int word_is(u64 w, const char *s, int len)
@@ -80,16 +80,34 @@ static __always_inline void enforce_secrets(struct tracked_proc *t, struct open_
 		e->hdr.kernel_action = act(t, policy->secret_action);
 }
 
-/* Send only the bytes the path uses: most paths are far shorter than PATH_MAX. */
-static __always_inline void send_open(struct tracked_proc *t, struct open_event *e,
-				      const char *filename, long n)
+/* What the event says before the open goes on: the name's length, whether it was cut, and the
+ * kernel's verdict (acted on at once). */
+static __always_inline void judge_open(struct tracked_proc *t, struct open_event *e, const char *filename,
+				       long n)
 {
-	u32 len = n > 0 ? n : 0;
-	e->path_len = len;
+	e->path_len = n > 0 ? n : 0;
 	if (string_was_cut(filename, n, SENSOR_PATH_MAX))
 		e->info |= OPEN_PATH_TRUNCATED;
 	enforce_secrets(t, e, n);
-	emit(e, bounded(offsetof(struct open_event, path) + len, sizeof(*e)), EVENT_OPEN);
+}
+
+/* Send only the bytes the path uses: most paths are far shorter than PATH_MAX. */
+static __always_inline void send_open(struct open_event *e)
+{
+	emit(e, bounded(offsetof(struct open_event, path) + e->path_len, sizeof(*e)), EVENT_OPEN);
+}
+
+/* The thread's own entry in open_stash, made at its first open; NULL if the map is full. */
+static __always_inline struct open_event *stashed_open(u32 tid)
+{
+	struct open_event *e = open_stash.lookup(&tid);
+	if (e)
+		return e;
+	u32 zero = 0;
+	struct open_event *blank = open_scratch.lookup(&zero);
+	if (!blank || open_stash.update(&tid, blank) != 0)
+		return NULL;
+	return open_stash.lookup(&tid);
 }
 
 static __always_inline u32 names_generation(void)
@@ -129,6 +147,9 @@ static __always_inline int counted_as_repeat(struct tracked_proc *t, const char 
 	return 1;
 }
 
+/* Built at entry, where the name is read before the kernel uses it and the kernel's verdict is
+ * acted on; sent at exit with the result (finish_open). An entry with hdr.type EVENT_OPEN is an
+ * open in flight. */
 static __always_inline int trace_open(int dirfd, const char *filename, u32 flags, u32 mode,
 				      u16 syscall)
 {
@@ -140,7 +161,11 @@ static __always_inline int trace_open(int dirfd, const char *filename, u32 flags
 		return 0;
 
 	u32 zero = 0;
-	struct open_event *e = open_scratch.lookup(&zero);
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct open_event *e = stashed_open(tid);
+	int kept = e != NULL;
+	if (!e)
+		e = open_scratch.lookup(&zero);
 	if (!e)
 		return 0;
 
@@ -151,51 +176,74 @@ static __always_inline int trace_open(int dirfd, const char *filename, u32 flags
 	e->syscall = syscall;
 	e->info = 0;
 	e->names_gen = gen;
+	e->result = 0;
+	e->reserved = 0;
 
 	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), filename);
 	if (n <= 0) {
+		e->hdr.type = 0; /* not in flight: finish_open reads the name and sends it */
 		struct open_retry retry = {.filename = (u64)filename, .ktime_ns = e->hdr.ktime_ns,
 					   .dirfd = dirfd, .flags = flags, .mode = mode,
 					   .syscall = syscall, .names_gen = gen};
-		u32 tid = e->hdr.tid;
 		open_retries.update(&tid, &retry);
 		return 0;
 	}
-	send_open(t, e, filename, n);
+	judge_open(t, e, filename, n);
+	/* What the kernel acted on is reported now, not when the open returns. */
+	if (!kept || e->hdr.kernel_action != KERNEL_ACTION_NONE) {
+		e->info |= OPEN_SENT_AT_ENTRY;
+		send_open(e);
+		e->hdr.type = 0;
+	}
 	return 0;
 }
 
-/* Second half of an open whose name was unreadable at entry (sent now, before its result), and
- * the result: the fd, for user space's table of each process's open files. An untracked process
- * pays the one tracked lookup. A name still unreadable now (a bad pointer: the open failed
- * with EFAULT) is sent empty. */
+/* The open in flight, sent with its result; or one whose name was unreadable at entry, read and
+ * sent now (a name still unreadable, a bad pointer: the open failed with EFAULT, is sent empty);
+ * or the result of an open sent at entry, on its own, for user space's table of each process's
+ * open files. An untracked process pays the one tracked lookup. */
 static __always_inline int finish_open(long ret)
 {
 	struct tracked_proc *t = current_tracked();
 	if (!t)
 		return 0;
 	u32 zero = 0;
-	u32 tid = (u32)bpf_get_current_pid_tgid();
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u32 tid = (u32)pid_tgid;
 	if (counted_opens.lookup(&tid)) {
 		counted_opens.delete(&tid);
 		return 0;
 	}
-	struct open_retry *retry = open_retries.lookup(&tid);
-	struct open_event *e = open_scratch.lookup(&zero);
-	if (retry && e) {
-		fill_header(&e->hdr, EVENT_OPEN, t->slot);
-		e->hdr.ktime_ns = retry->ktime_ns;
-		e->dirfd = retry->dirfd;
-		e->flags = retry->flags;
-		e->mode = retry->mode;
-		e->syscall = retry->syscall;
-		e->info = OPEN_READ_AT_EXIT;
-		e->names_gen = retry->names_gen;
-		const char *filename = (const char *)retry->filename;
-		send_open(t, e, filename, bpf_probe_read_user_str(e->path, sizeof(e->path), filename));
+	struct open_event *e = open_stash.lookup(&tid);
+	/* The pid check: an entry left in flight by a thread untracked mid-open is never sent as
+	 * another process's. */
+	if (e && e->hdr.type == EVENT_OPEN && e->hdr.pid == pid_tgid >> 32) {
+		e->result = ret;
+		send_open(e);
+		e->hdr.type = 0;
+		return 0;
 	}
-	if (retry)
+	struct open_retry *retry = open_retries.lookup(&tid);
+	if (retry) {
+		e = open_scratch.lookup(&zero);
+		if (e) {
+			fill_header(&e->hdr, EVENT_OPEN, t->slot);
+			e->hdr.ktime_ns = retry->ktime_ns;
+			e->dirfd = retry->dirfd;
+			e->flags = retry->flags;
+			e->mode = retry->mode;
+			e->syscall = retry->syscall;
+			e->info = OPEN_READ_AT_EXIT;
+			e->names_gen = retry->names_gen;
+			e->result = ret;
+			e->reserved = 0;
+			const char *filename = (const char *)retry->filename;
+			judge_open(t, e, filename, bpf_probe_read_user_str(e->path, sizeof(e->path), filename));
+			send_open(e);
+		}
 		open_retries.delete(&tid);
+		return 0;
+	}
 	if (ret < 0)
 		return 0;
 	struct opened_event o = {.fd = ret};

@@ -100,7 +100,7 @@ BPF_TABLE("lru_hash", u32, struct open_retry, open_retries, 1024);
 #define SENSOR_MAX_REPEATS 8192
 BPF_HASH(open_repeats, struct repeat_key, struct repeat_count, SENSOR_MAX_REPEATS);
 BPF_ARRAY(names_changed, u32, 1);
-/* Threads whose open in progress was counted: its result (EVENT_OPENED) is not sent either. */
+/* Threads whose open in progress was counted: it is not sent at exit either. */
 BPF_TABLE("lru_hash", u32, u32, counted_opens, 1024);
 
 /* A chdir/fchdir in progress, by thread id: reported at exit, only if it succeeded. */
@@ -110,6 +110,14 @@ struct cwd_call {
 	u32 reserved;
 };
 BPF_TABLE("lru_hash", u32, struct cwd_call, cwd_calls, 1024);
+
+/* Each agent thread's open, built at syscall entry and sent at exit with its result: one event
+ * per open, where the result used to be a second. The entry is the thread's for its life (built
+ * in place, no copy per open) and removed when it exits or its id goes (exec by another thread).
+ * A plain hash: a full map never evicts an open in flight; a thread with no room has its opens
+ * sent at entry and their results on their own (OPEN_SENT_AT_ENTRY, EVENT_OPENED). */
+#define SENSOR_OPEN_THREADS 1024
+BPF_HASH(open_stash, u32, struct open_event, SENSOR_OPEN_THREADS);
 
 /* Events are built here, not on the 512-byte BPF stack. */
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_event, 1);

@@ -123,6 +123,8 @@ int on_sched_process_exec(struct tracepoint__sched__sched_process_exec *args)
 	u32 old_tid = args->old_pid;
 	u32 pid = args->pid;
 	struct exec_event *e = exec_stash.lookup(&old_tid);
+	if (old_tid != pid)
+		open_stash.delete(&old_tid); /* the thread took its leader's id: its own is gone */
 
 	if (!e) {
 		u32 zero = 0;
@@ -256,6 +258,8 @@ int on_sched_process_exit(struct tracepoint__sched__sched_process_exit *args)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u32 tgid = pid_tgid >> 32;
+	u32 tid = (u32)pid_tgid;
+	open_stash.delete(&tid); /* every thread's: one untracked since its first open has one too */
 #ifdef HAVE_FIELD_sched_process_exit_group_dead
 	if (!args->group_dead)
 		return 0;

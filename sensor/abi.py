@@ -67,6 +67,7 @@ class FileOp(enum.IntEnum):
 class OpenInfo(enum.IntFlag):
     PATH_TRUNCATED = 1
     READ_AT_EXIT = 2
+    SENT_AT_ENTRY = 4
 
 
 class ExecFlags(enum.IntFlag):
@@ -177,6 +178,8 @@ class OpenEvent(ctypes.Structure):
         ("path_len", ctypes.c_uint16),
         ("info", ctypes.c_uint32),
         ("names_gen", ctypes.c_uint32),
+        ("result", ctypes.c_int32),
+        ("reserved", ctypes.c_uint32),
         ("path", ctypes.c_char * PATH_MAX),
     ]
 

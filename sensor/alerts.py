@@ -58,7 +58,8 @@ def event_message(event: Event, target: Target | None, target2: Target | None = 
     if isinstance(event, OpenEvent):
         return pb.Event(type="open", file=pb.FileAccess(
             path=event.path, resolved_path=target.canonical if target else "", write=event.is_write,
-            flags=event.flags, syscall=event.syscall.name.lower(), truncated=event.truncated))
+            flags=event.flags, syscall=event.syscall.name.lower(), truncated=event.truncated,
+            result=event.result))
     if isinstance(event, FileChangeEvent):
         return pb.Event(type="file_change", file=pb.FileAccess(
             path=event.path, resolved_path=target.canonical if target else "", write=True,

@@ -106,7 +106,7 @@ MAP_TYPES = {
     "slot_policy": (ctypes.c_int, abi.SlotPolicy),
     **{name: (abi.PathLpmKey, u32) for name in ("secret_paths", "broker_execs", "denied_execs", "protected_paths")},
     "allowed_dests": (abi.AddrLpmKey, abi.PortRanges), "allowed_binds": (abi.AddrLpmKey, abi.PortRanges),
-    "doomed": (u32, u32), "exec_stash": (u32, abi.ExecEvent), "open_repeats": (abi.RepeatKey, abi.RepeatCount),
+    "doomed": (u32, u32), "exec_stash": (u32, abi.ExecEvent), "open_stash": (u32, abi.OpenEvent), "open_repeats": (abi.RepeatKey, abi.RepeatCount),
     "counters": (ctypes.c_int, u64), "events": (u32, u32), "lost_by_run": (u32, u64),
     "sensor_self_map": (ctypes.c_int, abi.SensorSelf), "sensor_tasks": (u32, u32), "sensor_attackers": (u32, u32),
     "dns_pending": (abi.DnsPendingKey, u32), "allowed_names": (abi.DnsNameKey, u32),

@@ -16,6 +16,7 @@ HEADER_SIZE = ctypes.sizeof(abi.EventHeader)
 _TYPE = struct.Struct("=I")  # the header's type field, read alone to pick the decoder
 # Plain ints: `int & IntFlag` goes through the enum machinery, on every open.
 _TRUNCATED, _READ_AT_EXIT = int(abi.OpenInfo.PATH_TRUNCATED), int(abi.OpenInfo.READ_AT_EXIT)
+_SENT_AT_ENTRY = int(abi.OpenInfo.SENT_AT_ENTRY)
 AT_FDCWD = -100
 # Open flags that make an open a write (fcntl.h values, the same on every Linux architecture
 # the sensor supports).
@@ -75,6 +76,7 @@ class OpenEvent(NamedTuple):
     truncated: bool
     names_gen: int = 0        # the kernel's name-change count at entry (repeats.py)
     read_at_exit: bool = False
+    result: int | None = None  # the new fd or -errno; None: sent before the open returned
     kind = "open"
 
     @property
@@ -90,7 +92,8 @@ class EventLoss(NamedTuple):
 
 
 class OpenedEvent(NamedTuple):
-    """The fd an open returned; the open is the thread's last OpenEvent."""
+    """The fd an open returned, when its OpenEvent was sent before (the thread's last one with
+    result None). Every other open's event carries its result."""
     hdr: Header
     fd: int
     kind = "opened"
@@ -237,7 +240,7 @@ def _field_bytes(data: bytes, field, length: int) -> bytes:
 # of the path or message it read) up to that last array, which is sliced from the event.
 _EXEC = layout(abi.ExecEvent, "old_tid", "filename")
 _FORK = layout(abi.ForkEvent, "child_pid")
-_OPEN = layout(abi.OpenEvent, "dirfd", "path")
+_OPEN = layout(abi.OpenEvent, "dirfd", "reserved")
 _OPENED = layout(abi.OpenedEvent, "fd", "reserved")
 _CWD = layout(abi.CwdEvent, "fd", "path")
 _CONNECT = layout(abi.ConnectEvent, "fd")
@@ -271,25 +274,11 @@ def _decode_exit(data: bytes) -> ExitEvent:
 
 def _decode_open(data: bytes) -> OpenEvent:
     _need(data, abi.OpenEvent.path.offset, "open_event")
-    dirfd, flags, mode, syscall, path_len, info, names_gen = _OPEN.unpack_from(data)
+    dirfd, flags, mode, syscall, path_len, info, names_gen, result = _OPEN.unpack_from(data)
     path = _text(_field_bytes(data, abi.OpenEvent.path, path_len))
     return OpenEvent(_header(data), dirfd, flags, mode, _enum(abi.OpenSyscall, syscall, "open syscall"), path,
-                     bool(info & _TRUNCATED), names_gen, bool(info & _READ_AT_EXIT))
-
-
-_OPENED_SENDER = layout(abi.EventHeader, "type", "kernel_action")  # type, pid, tid, uid, gid, slot
-_OPENED_SIZE = ctypes.sizeof(abi.OpenedEvent)
-
-
-def opened_fd(data: bytes) -> tuple[int, int, int | None, int] | None:
-    """(pid, tid, slot, fd) if data is an OpenedEvent, else None. Half of an agent's events are
-    these and only their fd is used, so the judge reads it without building the event."""
-    if len(data) < _OPENED_SIZE:
-        return None
-    kind, pid, tid, _, _, slot = _OPENED_SENDER.unpack_from(data)
-    if kind != abi.EventType.OPENED:
-        return None
-    return pid, tid, None if slot == abi.NO_SLOT else slot, _OPENED.unpack_from(data)[0]
+                     bool(info & _TRUNCATED), names_gen, bool(info & _READ_AT_EXIT),
+                     None if info & _SENT_AT_ENTRY else result)
 
 
 def _decode_opened(data: bytes) -> OpenedEvent:

@@ -23,8 +23,7 @@ from . import enforce
 from .alerts import AlertBus, add_ancestry, build_alert, complete_action, log_line, wall_ns
 from .correlate import Target, Verdict, decide
 from .decode import (ConnectEvent, CwdEvent, DecodeError, DnsEvent, Event, EventLoss, ExecEvent, ExitEvent,
-                     FileChangeEvent, ForkEvent, Header, InterfaceEvent, OpenEvent, OpenedEvent, decode,
-                     opened_fd)
+                     FileChangeEvent, ForkEvent, Header, InterfaceEvent, OpenEvent, OpenedEvent, decode)
 from . import dns_names
 from .incidents import Incident, IncidentStore
 from .export.event_feed import EventFeed
@@ -102,7 +101,7 @@ class Pipeline:
         self.sensor_files: tuple[str, ...] = ()  # set by protect_sensor_files
         self.lock = threading.RLock()  # the event loop and gRPC threads share the table
         self._handlers = {ExecEvent: self._on_exec, ForkEvent: self.table.on_fork, CwdEvent: self.table.on_cwd,
-                          ExitEvent: self._on_exit, DnsEvent: self._on_dns,
+                          OpenedEvent: self.table.on_opened, ExitEvent: self._on_exit, DnsEvent: self._on_dns,
                           **dict.fromkeys((OpenEvent, ConnectEvent, FileChangeEvent, InterfaceEvent), self._judge)}
 
     def assign_slots(self, profiles: list[Profile]) -> dict[str, int]:
@@ -255,12 +254,6 @@ class Pipeline:
     def handle(self, data: bytes) -> None:
         with self.lock:
             self.counters.events += 1
-            opened = opened_fd(data)
-            if opened is not None:  # half of an agent's events, read without building the event
-                pid, tid, slot, fd = opened
-                self._count(OpenedEvent.kind, pid, slot)
-                self.table.on_opened(pid, tid, fd)
-                return
             try:
                 event = decode(data)
             except DecodeError as exc:
@@ -520,7 +513,7 @@ class Pipeline:
         if isinstance(event, OpenEvent) and event.path:
             target = self.table.resolve(event.hdr.pid, event.path, event.dirfd,
                                         names_seen=(event.names_gen, event.hdr.ktime_ns))
-            self.table.note_open(event.hdr.tid, target)
+            self.table.note_open(event, target)
             return target
         if isinstance(event, ExecEvent) and event.filename:
             return self.table.resolve(event.hdr.pid, event.filename, event.dirfd)

@@ -19,13 +19,13 @@ import psutil
 
 from .correlate import Target
 from .abi import PATH_MAX, FileOp
-from .decode import AT_FDCWD, CwdEvent, ExecEvent, FileChangeEvent, ForkEvent
+from .decode import AT_FDCWD, CwdEvent, ExecEvent, FileChangeEvent, ForkEvent, OpenedEvent, OpenEvent
 from .profiles import Profile
 from .repeats import WINDOW_NS
 
 EXITED_KEPT = 4096  # exited processes remembered for the ancestry of later alerts
 FDS_KEPT = 1024     # open files remembered per process (the oldest are forgotten first)
-OPENING_KEPT = 4096  # opens waiting for their result, by thread
+OPENING_KEPT = 4096  # opens sent at entry waiting for their result, by thread
 CANONICAL_DIRS_KEPT = 4096  # directories found canonical (CanonicalDirs)
 
 
@@ -213,19 +213,26 @@ class ProcessTable:
             info.cwd = _readlink(f"/proc/{info.pid}/fd/{event.fd}")
         return info
 
-    def note_open(self, tid: int, target: Target) -> None:
-        """The thread's open in progress: its result (on_opened) says which fd it became."""
-        self._opening[tid] = target.canonical
-        while len(self._opening) > OPENING_KEPT:
-            self._opening.pop(next(iter(self._opening)))
+    def note_open(self, event: OpenEvent, target: Target) -> None:
+        """Which file an open's fd is, from its result; for an open sent before it returned,
+        the result comes on its own (on_opened)."""
+        if event.result is None:
+            self._opening[event.hdr.tid] = target.canonical
+            while len(self._opening) > OPENING_KEPT:
+                self._opening.pop(next(iter(self._opening)))
+        elif event.result >= 0:
+            self._add_fd(event.hdr.pid, event.result, target.canonical)
 
-    def on_opened(self, pid: int, tid: int, fd: int) -> None:
-        """An open's result (decode.opened_fd): the fd that thread's open in progress became."""
-        path = self._opening.pop(tid, None)
+    def on_opened(self, event: OpenedEvent) -> None:
+        """The result of an open sent at entry: the fd that thread's open in progress became."""
+        path = self._opening.pop(event.hdr.tid, None)
+        if path is not None:
+            self._add_fd(event.hdr.pid, event.fd, path)
+
+    def _add_fd(self, pid: int, fd: int, path: str) -> None:
         info = self.get(pid)
-        if path is None or info is None:
-            return
-        put_newest(info.fds, fd, path, FDS_KEPT)
+        if info is not None:
+            put_newest(info.fds, fd, path, FDS_KEPT)
 
     def on_exec(self, event: ExecEvent) -> ProcessInfo:
         info = self.lookup(event.hdr.pid)

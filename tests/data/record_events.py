@@ -71,6 +71,15 @@ def connect(family: int, address, expected: dict, out: list) -> None:
     s.close()
 
 
+def failed_open(path) -> int:
+    """-errno of an open that must fail."""
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as e:
+        return -e.errno
+    raise AssertionError(f"{path!r} opened")
+
+
 def tracked_process(go_r: int, report_w: int) -> None:
     """C: runs in the child once tracked; reports what it did as JSON on report_w."""
     os.read(go_r, 1)
@@ -91,35 +100,28 @@ def tracked_process(go_r: int, report_w: int) -> None:
     os.waitpid(gpid, 0)
 
     read_path = WORK / "read.txt"
-    with open(read_path, "rb"):  # CPython: openat(AT_FDCWD, path, O_RDONLY|O_CLOEXEC)
-        pass
+    with open(read_path, "rb") as f:  # CPython: openat(AT_FDCWD, path, O_RDONLY|O_CLOEXEC)
+        fd = f.fileno()
     did.append({"kind": "open", "pid": me, "slot": SLOT, "path": str(read_path),
                 "flags": os.O_RDONLY | os.O_CLOEXEC, "is_write": False, "syscall": "OPENAT",
-                "dirfd": -100, "truncated": False})
+                "dirfd": -100, "truncated": False, "result": fd})
 
     write_path = WORK / "written.txt"
-    os.close(os.open(write_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+    fd = os.open(write_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.close(fd)
     did.append({"kind": "open", "pid": me, "slot": SLOT, "path": str(write_path),
                 "flags": os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, "mode": 0o644,
-                "is_write": True, "syscall": "OPENAT", "dirfd": -100, "truncated": False})
+                "is_write": True, "syscall": "OPENAT", "dirfd": -100, "truncated": False, "result": fd})
 
-    raw_name = os.fsencode(WORK) + b"/caf\xe9-\xff.bin"
-    try:
-        os.close(os.open(raw_name, os.O_RDONLY))
-    except OSError:
-        pass
+    raw_name = os.fsencode(WORK) + b"/caf\xe9-\xff.bin"  # no such file: the result is -ENOENT
     did.append({"kind": "open", "pid": me, "slot": SLOT, "path_hex": raw_name.hex(),
                 "flags": os.O_RDONLY | os.O_CLOEXEC, "is_write": False, "syscall": "OPENAT",
-                "dirfd": -100, "truncated": False})
+                "dirfd": -100, "truncated": False, "result": failed_open(raw_name)})
 
-    long_path = str(WORK) + "/" + "L" * 5000
-    try:
-        os.close(os.open(long_path, os.O_RDONLY))
-    except OSError:
-        pass
+    long_path = str(WORK) + "/" + "L" * 5000  # -ENAMETOOLONG
     did.append({"kind": "open", "pid": me, "slot": SLOT, "path": long_path[: abi.PATH_MAX - 1],
                 "flags": os.O_RDONLY | os.O_CLOEXEC, "is_write": False, "syscall": "OPENAT",
-                "dirfd": -100, "truncated": True})
+                "dirfd": -100, "truncated": True, "result": failed_open(long_path)})
 
     port4 = closed_port(socket.AF_INET, "127.0.0.1")
     connect(socket.AF_INET, ("127.0.0.1", port4),
@@ -158,7 +160,7 @@ def read_all(fd: int) -> bytes:
 
 def keep(raw: bytes, pids: set[int], paths: set[bytes]) -> bool:
     hdr = abi.EventHeader.from_buffer_copy(raw[: ctypes.sizeof(abi.EventHeader)])
-    if hdr.pid not in pids or hdr.type == abi.EventType.OPENED:  # results: not in the sequence
+    if hdr.pid not in pids:  # an open's result is in its event: an OPENED here fails the recording
         return False
     if hdr.type == abi.EventType.CONNECT:  # the binds closed_port makes are not in it either
         return abi.ConnectEvent.from_buffer_copy(raw.ljust(ctypes.sizeof(abi.ConnectEvent), b"\0")).call \
@@ -181,6 +183,7 @@ def main() -> int:
 
     sensor = SensorBPF()
     sensor.load()
+    sensor.send_all_execs(True)  # U's exec is in the sequence: as with profiles that match by selectors
     source = RingBufferSource(sensor)
     c = 0
     try:

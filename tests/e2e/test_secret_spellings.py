@@ -4,6 +4,7 @@ checks the alert: rule, the secret's glob, the path the agent really opened."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 
@@ -31,6 +32,12 @@ def test_relative_path(daemon, vault):
     alert = secret_alert(daemon, f"chdir:{vault}", "open:key")
     assert alert["event"]["file"]["path"] == "key"
     assert alert["event"]["file"]["resolved_path"] == str(vault / "key")
+    assert alert["event"]["file"]["result"] >= 0  # it was opened: the fd the open returned
+
+
+def test_an_attempt_that_failed_says_so(daemon, vault):
+    alert = secret_alert(daemon, f"open:{vault}/no-such-key")
+    assert alert["event"]["file"]["result"] == -errno.ENOENT
 
 
 @pytest.mark.parametrize("spelling", ["{w}/out/../vault/key", "{w}//vault///key", "{w}/./vault/./key"])

@@ -72,6 +72,7 @@ def test_secret_read_is_killed_before_a_byte_leaks(sensor_bpf, tracker, spawn, e
     opens = events.wait_for([child.pid], lambda evs: any(getattr(e, "path", "") == str(secret) for e in evs))
     hit = [e for e in opens if getattr(e, "path", "") == str(secret)]
     assert hit and hit[0].hdr.kernel_action == abi.KernelAction.KILL
+    assert hit[0].result is None  # sent at entry, as the kernel acted: not held until the open returns
     sensor_bpf.forget_doomed(child.pid)
 
 

@@ -192,7 +192,7 @@ def test_os_open_write_vs_read(spawn, tracker, events, tmp_path):
 def test_failed_open_is_still_reported(spawn, tracker, events):
     path = marker_path()
     _, _, evs = run_tracked(spawn, tracker, events, lambda ch: try_open(path))
-    assert len(opens_of(evs, path)) == 1
+    assert [e.result for e in opens_of(evs, path)] == [-errno.ENOENT]
 
 
 def test_creat(spawn, tracker, events, tmp_path):
@@ -293,16 +293,80 @@ def test_successful_chdir_and_fchdir_are_reported_in_order(spawn, tracker, event
     assert cwd == [(AT_FDCWD, str(tmp_path)), (AT_FDCWD, "sub"), (fd, "")]
 
 
-def test_a_successful_open_reports_its_fd_after_the_open(spawn, tracker, events, tmp_path):
+def test_an_open_is_one_event_with_its_result(spawn, tracker, events, tmp_path):
     def opens(ch):
         fd = os.open(tmp_path, os.O_RDONLY)
         ch.send(str(fd).encode())
-        try_open(str(tmp_path / "missing"))  # fails: no fd to report
+        try_open(str(tmp_path / "missing"))  # fails: -ENOENT, no fd
 
     child, _, evs = run_tracked(spawn, tracker, events, opens)
     fd = child.recv_int()
-    kinds = [(e.kind, getattr(e, "path", getattr(e, "fd", None))) for e in evs if e.kind in ("open", "opened")]
-    assert kinds[-3:] == [("open", str(tmp_path)), ("opened", fd), ("open", str(tmp_path / "missing"))]
+    got = [(e.path, e.result) for e in of_kind(evs, "open")]
+    assert got[-2:] == [(str(tmp_path), fd), (str(tmp_path / "missing"), -errno.ENOENT)]
+    assert not of_kind(evs, "opened")  # the result is in the open's event, not a second one
+
+
+def fill_open_stash(sensor_bpf) -> list[int]:
+    """Fill the map where each agent thread's open waits for its result with made-up thread
+    ids (above any real one); the ids, for clear_open_stash."""
+    stash, made = sensor_bpf.bpf[b"open_stash"], []
+    for tid in range(0xFFFF0000, 0xFFFFFFFF):
+        try:
+            stash[ctypes.c_uint32(tid)] = abi.OpenEvent()
+        except OSError as exc:
+            assert exc.errno == errno.E2BIG, exc
+            return made
+        made.append(tid)
+    raise AssertionError("open_stash never filled")
+
+
+def test_with_no_room_to_keep_an_open_it_is_sent_at_entry_and_its_fd_follows(sensor_bpf, spawn, tracker,
+                                                                              events, tmp_path):
+    """A plain hash, so an open in flight is never evicted: with the map full (more agent
+    threads than it holds) a thread's opens go out as before, at entry and the fd on its own."""
+    made = fill_open_stash(sensor_bpf)
+    try:
+        def opens(ch):
+            fd = os.open(tmp_path, os.O_RDONLY)
+            ch.send(str(fd).encode())
+
+        child, _, evs = run_tracked(spawn, tracker, events, opens)
+        fd = child.recv_int()
+    finally:
+        for tid in made:
+            del sensor_bpf.bpf[b"open_stash"][ctypes.c_uint32(tid)]
+    (opened,) = opens_of(evs, str(tmp_path))
+    assert opened.result is None
+    results = of_kind(evs, "opened")
+    assert [r.fd for r in results if r.hdr.tid == child.pid][-1:] == [fd]
+    assert evs.index(opened) < evs.index(results[-1])
+
+
+def test_a_threads_kept_open_goes_when_the_thread_does(sensor_bpf, spawn, tracker, events, tmp_path):
+    """Each agent thread that opened has one entry in open_stash, removed when it exits."""
+    def opens(ch):
+        def in_thread():
+            try_open(str(tmp_path / "from-a-thread"))
+            ch.send(str(threading.get_native_id()).encode())
+
+        thread = threading.Thread(target=in_thread)
+        thread.start()
+        thread.join()
+        try_open(str(tmp_path / "from-the-main-thread"))
+        ch.send(b"0")
+        ch.wait_release()
+
+    child = spawn(opens)
+    tracker.track(child.pid)
+    child.go()
+    thread_id = child.recv_int()
+    child.recv()
+    kept = {k.value for k in sensor_bpf.bpf[b"open_stash"].keys()}
+    child.release()
+    assert child.wait() == 0
+    events.wait_exit(child.pid)
+    assert child.pid in kept and thread_id not in kept
+    assert child.pid not in {k.value for k in sensor_bpf.bpf[b"open_stash"].keys()}
 
 
 def test_path_longer_than_path_max_is_truncated(spawn, tracker, events):
@@ -310,7 +374,7 @@ def test_path_longer_than_path_max_is_truncated(spawn, tracker, events):
     _, _, evs = run_tracked(spawn, tracker, events, lambda ch: try_open(path))
     opens = of_kind(evs, "open")
     assert len(opens) == 1
-    assert opens[0].truncated
+    assert opens[0].truncated and opens[0].result == -errno.ENAMETOOLONG
     assert opens[0].path == path[: abi.PATH_MAX - 1]
 
 
@@ -340,6 +404,7 @@ def test_unreadable_path_pointer_gives_empty_path(spawn, tracker, events):
     opens = of_kind(evs, "open")
     assert len(opens) == 1
     assert opens[0].path == "" and not opens[0].truncated and opens[0].hdr.slot == slot
+    assert opens[0].result == -errno.EFAULT and opens[0].read_at_exit
 
 
 def test_open_name_on_a_page_not_yet_faulted_in(spawn, tracker, events, tmp_path):
@@ -360,11 +425,13 @@ def test_open_name_on_a_page_not_yet_faulted_in(spawn, tracker, events, tmp_path
         assert addr not in (None, ctypes.c_void_p(-1).value)
         rc = libc.openat(AT_FDCWD, ctypes.c_void_p(addr), os.O_RDONLY)
         assert rc >= 0, os.strerror(ctypes.get_errno())
+        ch.send(str(rc).encode())
 
-    _, slot, evs = run_tracked(spawn, tracker, events, act)
+    child, slot, evs = run_tracked(spawn, tracker, events, act)
     assert [e.path for e in of_kind(evs, "open")] == [str(holder), str(target)]
     ev = opens_of(evs, str(target))[0]
     assert ev.hdr.slot == slot and ev.syscall == abi.OpenSyscall.OPENAT and not ev.truncated
+    assert ev.read_at_exit and ev.result == child.recv_int()
 
 
 def test_non_utf8_file_name_round_trips(spawn, tracker, events, tmp_path):
@@ -990,10 +1057,10 @@ def test_counters(sensor_bpf, spawn, tracker, events):
     # Every program that emitted these events has returned: the child and grandchild are reaped.
     emitted1, dropped1 = sensor_bpf.counters()
     seen = {k: len(of_kind(evs, k)) for k in kinds}
-    expected = {"exec": 1, "fork": 1, "exit": 2, "connect": 1}
+    expected = {"exec": 1, "fork": 1, "exit": 2, "connect": 1, "opened": 0}  # each open carries its fd
     assert {k: seen[k] for k in expected} == expected
-    assert seen["open"] >= 1 and seen["opened"] >= 1
-    assert all(n == 0 for k, n in seen.items() if k not in expected and k not in ("open", "opened")), seen
+    assert seen["open"] >= 1
+    assert all(n == 0 for k, n in seen.items() if k not in expected and k != "open"), seen
     for kind in kinds:
         assert emitted1[kind] - emitted0[kind] >= seen[kind], kind
         assert isinstance(dropped1[kind], int) and dropped1[kind] >= dropped0[kind] >= 0, kind

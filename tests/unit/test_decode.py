@@ -16,7 +16,7 @@ import pytest
 from sensor import abi
 from sensor.decode import (
     HEADER_SIZE, ConnectEvent, DecodeError, ExecEvent, ExitEvent, ForkEvent, OpenEvent, decode,
-    decode_sockaddr, layout, opened_fd,
+    decode_sockaddr, layout,
 )
 from sensor.source import read_recording
 
@@ -74,7 +74,7 @@ def test_recorded_event(recorded, index):
             assert ev.mode == exp["mode"]
         assert ev.is_write is exp["is_write"]
         assert ev.syscall == abi.OpenSyscall[exp["syscall"]]
-        assert (ev.dirfd, ev.truncated) == (exp["dirfd"], exp["truncated"])
+        assert (ev.dirfd, ev.truncated, ev.result) == (exp["dirfd"], exp["truncated"], exp["result"])
     elif ev.kind == "connect":
         assert (ev.fd, ev.family, ev.address, ev.port) == (
             exp["fd"], exp["family"], exp["address"], exp["port"])
@@ -250,13 +250,12 @@ def test_opened_and_cwd_events():
     assert (event.kind, event.fd, event.path) == ("cwd", -1, "/srv")
 
 
-def test_opened_fd_reads_what_decode_reads_and_nothing_else():
-    raw = bytes(build(abi.OpenedEvent, abi.EventType.OPENED, slot=3, fd=7))
-    event = decode(raw)
-    assert opened_fd(raw) == (event.hdr.pid, event.hdr.tid, event.hdr.slot, event.fd) == (1000, 1001, 3, 7)
-    assert opened_fd(bytes(build(abi.OpenedEvent, abi.EventType.OPENED, fd=7)))[2] is None  # no slot
-    assert opened_fd(raw[:-1]) is None  # short: decode reports it
-    assert opened_fd(bytes(build(abi.OpenedEvent, abi.EventType.EXIT))) is None
+def test_an_open_carries_its_result_unless_sent_at_entry():
+    """An open sent at exit has what the syscall returned, an fd or -errno; one the kernel sent
+    before it returned (OPEN_SENT_AT_ENTRY) has none: its fd comes as an OpenedEvent."""
+    assert decode(open_bytes(b"/x", result=7)).result == 7
+    assert decode(open_bytes(b"/x", result=-2)).result == -2
+    assert decode(open_bytes(b"/x", result=7, info=abi.OpenInfo.SENT_AT_ENTRY)).result is None
 
 
 @pytest.mark.parametrize("size", [0, 1, HEADER_SIZE - 1])

@@ -12,7 +12,8 @@ import pytest
 
 import sensor.processes as processes_mod
 from sensor.correlate import Target
-from sensor.decode import AT_FDCWD, CwdEvent, ForkEvent, Header
+from sensor.abi import OpenSyscall
+from sensor.decode import AT_FDCWD, CwdEvent, ForkEvent, Header, OpenedEvent, OpenEvent
 from sensor.processes import ProcessTable, start_ticks
 
 PYTHON = sys.executable
@@ -349,14 +350,22 @@ def test_lookup_of_a_reused_pid_describes_the_live_process():
     assert info.exe == os.readlink("/proc/self/exe")
 
 
-def test_a_directory_fd_resolves_from_the_open_that_made_it_after_the_process_is_gone(base, sleeper):
+@pytest.mark.parametrize("sent_at_entry", [False, True], ids=["result in the open", "result on its own"])
+def test_a_directory_fd_resolves_from_the_open_that_made_it_after_the_process_is_gone(base, sleeper, sent_at_entry):
     """shutil.rmtree unlinks names relative to directory fds; the process may be gone before
-    user space reads /proc/PID/fd: the open's result event says which directory the fd is."""
+    user space reads /proc/PID/fd: the open's result says which directory the fd is. It comes in
+    the open's event, or, for an open the kernel sent at entry, as an OpenedEvent after it."""
     (base / "build").mkdir()
     table = ProcessTable()
     table.lookup(sleeper.pid)
-    table.note_open(sleeper.pid, table.resolve(sleeper.pid, str(base / "build")))
-    table.on_opened(sleeper.pid, sleeper.pid, 7)
+    opened = OpenEvent(hdr(sleeper.pid), AT_FDCWD, os.O_RDONLY, 0, OpenSyscall.OPENAT, str(base / "build"), False,
+                       result=None if sent_at_entry else 7)
+    table.note_open(opened, table.resolve(sleeper.pid, opened.path))
+    failed = OpenEvent(hdr(sleeper.pid), AT_FDCWD, os.O_RDONLY, 0, OpenSyscall.OPENAT, str(base / "x"), False,
+                       result=-2)
+    table.note_open(failed, table.resolve(sleeper.pid, failed.path))  # -ENOENT: no fd
+    if sent_at_entry:
+        table.on_opened(OpenedEvent(hdr(sleeper.pid), 7))
     sleeper.kill()
     sleeper.wait()
     table.on_exit(sleeper.pid)
