@@ -12,7 +12,7 @@ import click
 from . import __version__
 from .bpf_object import DEFAULT_CACHE
 from .client import DEFAULT_SERVER
-from .kinds import RULE_KIND_NAMES
+from .kinds import RULE_KIND_NAMES, open_result
 
 server_option = click.option(
     "--server", default=DEFAULT_SERVER, show_default=True, envvar="AGENT_SENSOR_SERVER",
@@ -334,6 +334,7 @@ def events(server, agents, as_json) -> None:
 
     def line(record) -> str:
         return (f"#{record.seq} {record.instance_id} pid={record.pid} {record.type} {record.what}"
+                + (f" -> {open_result(record.result)}" if record.HasField("result") else "")
                 + (f" x{record.repeats} (repeats counted in the kernel)" if record.repeats else "")
                 + (" [kernel acted]" if record.kernel_acted else "")
                 + (f" ({record.dropped} dropped so far)" if record.dropped else ""))

@@ -439,7 +439,8 @@ class Pipeline:
         recent.append((event.hdr.pid, event.kind, what))
         if self.feed.listening:
             self.feed.publish(agent.profile.name, agent.id, event.hdr.pid, event.kind, what,
-                              event.hdr.kernel_action != abi.KernelAction.NONE, wall_ns(event.hdr.ktime_ns))
+                              event.hdr.kernel_action != abi.KernelAction.NONE, wall_ns(event.hdr.ktime_ns),
+                              result=getattr(event, "result", None))
 
     def _quarantine(self, event: Event, agent: AgentInstance, alert) -> None:
         """Hold the whole agent run for forensics: the kernel stops every member at its next

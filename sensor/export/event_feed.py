@@ -33,6 +33,7 @@ class Published(NamedTuple):
     kernel_acted: bool
     wall_ns: int
     repeats: int
+    result: int | None  # an open's fd or -errno
     dropped: int  # the consumer's losses when this was queued
 
 
@@ -70,7 +71,7 @@ class EventConsumer:
         for _ in range(min(most, len(pending))):
             e = pending.popleft()
             stamp = add(seq=e.seq, agent=e.agent, instance_id=e.instance_id, pid=e.pid, type=e.kind, what=e.what,
-                        kernel_acted=e.kernel_acted, repeats=e.repeats, dropped=e.dropped).time
+                        kernel_acted=e.kernel_acted, repeats=e.repeats, result=e.result, dropped=e.dropped).time
             stamp.seconds, stamp.nanos = divmod(e.wall_ns, NS)  # FromNanoseconds is Python, a fifth slower
         return batch if batch.records else None
 
@@ -86,10 +87,10 @@ class EventFeed:
         return bool(self._consumers)
 
     def publish(self, agent: str, instance_id: str, pid: int, kind: str, what: str, kernel_acted: bool,
-                wall_ns: int, repeats: int = 0) -> None:
+                wall_ns: int, repeats: int = 0, result: int | None = None) -> None:
         """From the judge's thread only (under the pipeline's lock)."""
         self._seq += 1
-        event = Published(self._seq, agent, instance_id, pid, kind, what, kernel_acted, wall_ns, repeats, 0)
+        event = Published(self._seq, agent, instance_id, pid, kind, what, kernel_acted, wall_ns, repeats, result, 0)
         for consumer in self._consumers:
             consumer.offer(event)
 

@@ -29,8 +29,10 @@ def test_a_consumer_sees_the_agents_events_as_they_are_judged(daemon: Daemon):
     assert result.returncode == -9
     consumer.join(15)
     mine = [r for r in records if r.instance_id.startswith(f"e2e-kill/{result.pid}.")]
-    assert any(r.type == "open" and r.what == str(data) and not r.kernel_acted for r in mine)
+    (opened,) = [r for r in mine if r.type == "open" and r.what == str(data)]
+    assert not opened.kernel_acted and opened.HasField("result") and opened.result >= 0  # the fd it got
     assert mine[-1].type == "open" and mine[-1].what == "/etc/shadow" and mine[-1].kernel_acted
+    assert not mine[-1].HasField("result")  # sent at entry: the kernel acted before the open returned
     assert [r.seq for r in records] == sorted(set(r.seq for r in records))
     assert all(r.dropped == 0 for r in records)
 

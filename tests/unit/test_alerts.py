@@ -401,6 +401,20 @@ def test_alert_to_dict_is_json_with_proto_field_names(profile):
     assert "instanceId" not in all_keys and "resolvedPath" not in all_keys
 
 
+def test_an_opens_result_is_in_its_alert_and_log_line(profile):
+    """What the open returned: -ENOENT for an attempt at a file that is not there; nothing for an
+    open the kernel sent at entry (result None)."""
+    agent, process, _ = context(profile)
+    target = Target("/root/.aws/credentials", "/root/.aws/credentials")
+    for result, shown in ((-2, "(open: ENOENT)"), (5, "(open: fd 5)"), (None, None)):
+        event = OpenEvent(hdr=header(4001), dirfd=-100, flags=os.O_RDONLY, mode=0, syscall=OpenSyscall.OPENAT,
+                          path="/root/.aws/credentials", truncated=False, result=result)
+        a = build_alert(1, decide(event, profile, target), event, target, agent, process)
+        assert a.event.file.HasField("result") is (result is not None)
+        assert a.event.file.result == (result or 0)
+        assert (shown in log_line(a)) if shown else "(open:" not in log_line(a)
+
+
 def test_log_line(profile):
     agent, process, _ = context(profile)
     event = ConnectEvent(hdr=header(4001), fd=3, family=socket.AF_INET, address="127.0.0.1", port=9)

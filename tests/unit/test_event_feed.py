@@ -38,6 +38,16 @@ def test_records_in_order_in_batches_of_at_most_the_asked_size():
     assert consumer.take(2, 0) is None
 
 
+def test_an_opens_result_is_in_its_record_when_the_open_has_one():
+    feed = EventFeed()
+    consumer = feed.subscribe(set())
+    feed.publish("crm", "crm/1", 100, "open", "/srv/missing", False, T0, result=-2)
+    feed.publish("crm", "crm/1", 100, "connect", "127.0.0.1:9", False, T0)
+    opened, connected = consumer.take(10, 0).records
+    assert opened.HasField("result") and opened.result == -2
+    assert not connected.HasField("result")
+
+
 def test_a_consumer_asking_for_some_agents_gets_only_theirs():
     feed = EventFeed()
     crm, everything = feed.subscribe({"crm"}), feed.subscribe(set())
