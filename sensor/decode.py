@@ -203,6 +203,13 @@ def layout(struct_type, first: str, stop: str | None = None) -> struct.Struct:
 
 
 _HEADER = layout(abi.EventHeader, "ktime_ns")
+_SLOT = layout(abi.EventHeader, "slot", "kernel_action")
+
+
+def from_agent(data: bytes) -> bool:
+    """A tracked process's event (it has a slot), not another process's exec, which is sent
+    only so user space can match agents by selectors. Read without decoding the event."""
+    return len(data) >= HEADER_SIZE and _SLOT.unpack_from(data)[0] != abi.NO_SLOT
 
 
 @lru_cache(maxsize=1024)  # a few dozen commands make most events

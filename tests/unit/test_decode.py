@@ -16,7 +16,7 @@ import pytest
 from sensor import abi
 from sensor.decode import (
     HEADER_SIZE, ConnectEvent, DecodeError, ExecEvent, ExitEvent, ForkEvent, OpenEvent, decode,
-    decode_sockaddr, layout,
+    decode_sockaddr, from_agent, layout,
 )
 from sensor.source import read_recording
 
@@ -248,6 +248,12 @@ def test_opened_and_cwd_events():
     put(cwd, "path", b"/srv\0")
     event = decode(bytes(cwd)[: abi.CwdEvent.path.offset + 5])
     assert (event.kind, event.fd, event.path) == ("cwd", -1, "/srv")
+
+
+def test_from_agent_reads_the_slot_alone():
+    assert from_agent(bytes(build(abi.ExecEvent, abi.EventType.EXEC, slot=3)))
+    assert not from_agent(bytes(build(abi.ExecEvent, abi.EventType.EXEC)))  # another process's exec
+    assert not from_agent(bytes(build(abi.ExecEvent, abi.EventType.EXEC, slot=3))[: HEADER_SIZE - 1])
 
 
 def test_an_open_carries_its_result_unless_sent_at_entry():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import sensor.source as source_mod
+from sensor import abi
 from sensor.source import Recorder, RingBufferSource, read_recording
 
 RECORDING = Path(__file__).resolve().parents[1] / "data" / "events.rec"
@@ -147,3 +148,33 @@ def test_the_drained_ring_buffer_keeps_order_and_counts_what_overflows(monkeypat
     drained.close()
     assert got == [b"3", b"4", b"5", b"6", b"7"]  # the oldest went first, in order
     assert drained.drops == 3 and drained.backlog == 0
+
+
+class _TimedKernel(_BurstyKernel):
+    """Also notes each poll's timeout: 0 is a busy reader's pass, poll_ms a wait for a wakeup."""
+
+    def __init__(self, bursts):
+        super().__init__(bursts)
+        self.timeouts = []
+
+    def poll(self, timeout_ms):
+        self.timeouts.append(timeout_ms)
+        return super().poll(timeout_ms)
+
+
+def event_of(slot: int) -> bytes:
+    hdr = abi.EventHeader(type=abi.EventType.EXEC, pid=7, tid=7, slot=slot)
+    return bytes(hdr)
+
+
+def test_an_agents_events_keep_the_reader_busy_other_processes_execs_do_not():
+    """After a pass ending with an agent's event the next pass comes without waiting (sparing the
+    agent a wakeup per event); after one of other processes' execs only, the reader waits."""
+    kernel = _TimedKernel([[event_of(abi.NO_SLOT), event_of(3)], [event_of(abi.NO_SLOT)], []])
+    drained = source_mod.DrainedRingBuffer(kernel, poll_ms=7)
+    deadline = time.monotonic() + 5
+    while len(kernel.timeouts) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    drained.close()
+    assert kernel.timeouts[:4] == [7, 0, 7, 7]
+
