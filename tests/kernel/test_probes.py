@@ -782,10 +782,12 @@ def test_execveat(spawn, tracker, events):
 
 
 def test_exec_from_a_thread(sensor_bpf, spawn, tracker, events):
-    """The exec'ing thread takes over the process: old_tid names it, the process goes on."""
+    """The exec'ing thread takes over the process: old_tid names it, the process goes on. Its
+    old id's entry in open_stash (it opened a file first) goes with the id."""
     def act(ch):
         def body():
             ch.send(str(threading.get_native_id()).encode())
+            try_open(marker_path())
             os.execv(TRUE, [TRUE, "from-thread"])
 
         threading.Thread(target=body).start()
@@ -798,6 +800,7 @@ def test_exec_from_a_thread(sensor_bpf, spawn, tracker, events):
     assert (exe.hdr.pid, exe.hdr.tid, exe.old_tid, exe.hdr.slot) == (child.pid, child.pid, tid, slot)
     assert exe.argv == (TRUE, "from-thread")
     assert [e.kind for e in evs if e.kind not in ("open", "opened")] == ["exec", "exit"]  # no EXIT for the old leader
+    assert tid not in {k.value for k in sensor_bpf.bpf[b"open_stash"].keys()}
 
 
 def test_failed_exec_emits_nothing(sensor_bpf, spawn, tracker, events):
