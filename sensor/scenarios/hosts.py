@@ -6,6 +6,7 @@ profiles can name hosts before they exist. No traffic goes anywhere else."""
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute, NetNS, netns
+from pyroute2.netlink.exceptions import NetlinkError
 
 SINK = """
 import socket, sys, threading
@@ -140,7 +142,14 @@ class HostNetwork:
                 server.kill()
                 server.wait()
                 server.stdout.close()
-            netns.remove(f"{self._tag}-{host.name}")
-            with IPRoute() as ipr:  # removing the namespace does not always take the host end
+            # The host end first: deleting it takes the pair at once. Removing the namespace first
+            # left the pair to the kernel's cleanup, which raced the delete (ENODEV), and the
+            # rest of the network stayed behind for the next test to trip over.
+            with IPRoute() as ipr:
                 for idx in ipr.link_lookup(ifname=host.veth):
-                    ipr.link("del", index=idx)
+                    try:
+                        ipr.link("del", index=idx)
+                    except NetlinkError as err:
+                        if err.code != errno.ENODEV:  # ENODEV: already gone, as wanted
+                            raise
+            netns.remove(f"{self._tag}-{host.name}")
