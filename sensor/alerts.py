@@ -15,7 +15,7 @@ from google.protobuf.json_format import MessageToDict
 
 from ._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .correlate import RuleKind, Target, Verdict
-from .kinds import action_name, open_result, rule_name
+from .kinds import action_name, rule_name
 from .decode import ConnectEvent, Event, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent
 from .processes import AgentInstance, ProcessInfo
 
@@ -113,10 +113,8 @@ def alert_to_dict(alert: pb.Alert) -> dict:
 
 
 def log_line(alert: pb.Alert) -> str:
-    opened = alert.event.file.HasField("result")
     return (f"ALERT #{alert.id} agent={alert.agent.name} pid={alert.process.pid} rule={rule_name(alert.rule.kind)} "
-            f"action={action_name(alert.action.kind)} ({alert.action.result or 'pending'}): {alert.reason}"
-            + (f" (open: {open_result(alert.event.file.result)})" if opened else ""))
+            f"action={action_name(alert.action.kind)} ({alert.action.result or 'pending'}): {alert.reason}")
 
 
 class Subscription:

@@ -12,7 +12,8 @@ import click
 from . import __version__
 from .bpf_object import DEFAULT_CACHE
 from .client import DEFAULT_SERVER
-from .kinds import RULE_KIND_NAMES, open_result
+from .decode import open_result
+from .kinds import RULE_KIND_NAMES
 
 server_option = click.option(
     "--server", default=DEFAULT_SERVER, show_default=True, envvar="AGENT_SENSOR_SERVER",

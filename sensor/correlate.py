@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .decode import ConnectEvent, Event, EventLoss, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent, endpoint
+from .decode import (ConnectEvent, Event, EventLoss, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent, endpoint,
+                     open_result)
 from .abi import FileOp, NetCall
 from .profiles import Profile
 
@@ -100,13 +101,22 @@ def _verdict(profile: Profile, kind: RuleKind, rule: str, pattern: str, reason: 
                    target=target, names=names)
 
 
+def _open_words(event: OpenEvent) -> tuple[str, str]:
+    """The reason's verb, and what follows it, for an open that succeeded (or whose result is not
+    known: the kernel acted at entry) and one that failed: a failed attempt is no access."""
+    if event.result is not None and event.result < 0:
+        return "tried to open", f" ({open_result(event.result)})"
+    return "opened", ""
+
+
 def _decide_open(event: OpenEvent, profile: Profile, target: Target | None,
                  secret_files: Mapping[tuple[int, int], str], program: str) -> Verdict | None:
+    opened, outcome = _open_words(event)
     if not event.path:
         # The kernel could not read the name even after the syscall (a bad or unmapped pointer):
         # nothing can show the file was allowed, so it is not (fail closed).
         kind, rule = (RuleKind.FILE_WRITE, "files.write") if event.is_write else (RuleKind.FILE_READ, "files.read")
-        return _verdict(profile, kind, rule, "", "opened a file whose name could not be read", "")
+        return _verdict(profile, kind, rule, "", f"{opened} a file whose name could not be read{outcome}", "")
     target = target or Target(event.path, event.path, resolved=False)
     # A secret is matched under any spelling: a symlink into ~/.aws is still ~/.aws.
     for spelling in target.spellings:
@@ -116,14 +126,15 @@ def _decide_open(event: OpenEvent, profile: Profile, target: Target | None,
         if glob is not None:
             how = "" if spelling == target.literal else f" (via {target.literal})"
             return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", glob.text,
-                            f"opened secret {spelling}{how} for {'writing' if event.is_write else 'reading'}",
+                            f"{opened} secret {spelling}{how} for {'writing' if event.is_write else 'reading'}"
+                            f"{outcome}",
                             spelling)
     # The same file under another name: a hard link, a bind mount, /proc/PID/root/...
     if target.file_id is not None and target.file_id in secret_files:
         glob = secret_files[target.file_id]
         return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", glob,
-                        f"opened {target.canonical}, which is the same file as secret {glob} "
-                        "(hard link, bind mount or another path to it)", target.canonical)
+                        f"{opened} {target.canonical}, which is the same file as secret {glob} "
+                        f"(hard link, bind mount or another path to it){outcome}", target.canonical)
     memory = target.canonical.startswith("/proc/") and PROCESS_MEMORY.fullmatch(target.canonical)
     if memory and int(memory.group(1)) != event.hdr.pid:
         return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", "/proc/PID/" + memory.group(2),
@@ -135,11 +146,11 @@ def _decide_open(event: OpenEvent, profile: Profile, target: Target | None,
     if event.is_write:
         if not profile.may_write(path):
             return _verdict(profile, RuleKind.FILE_WRITE, "files.write", "",
-                            f"opened {path} for writing, outside files.write{unresolved}", path)
+                            f"{opened} {path} for writing, outside files.write{unresolved}{outcome}", path)
         return None
     if not profile.may_read(path):
         return _verdict(profile, RuleKind.FILE_READ, "files.read", "",
-                        f"opened {path} for reading, outside files.read{unresolved}", path)
+                        f"{opened} {path} for reading, outside files.read{unresolved}{outcome}", path)
     return None
 
 

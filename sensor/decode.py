@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import ipaddress
 import os
 import socket
@@ -82,6 +83,11 @@ class OpenEvent(NamedTuple):
     @property
     def is_write(self) -> bool:
         return bool(self.flags & WRITE_FLAGS)
+
+
+def open_result(result: int) -> str:
+    """An open's result for people: `fd 3`, or the error's name (`ENOENT`)."""
+    return f"fd {result}" if result >= 0 else errno.errorcode.get(-result, f"error {-result}")
 
 
 class EventLoss(NamedTuple):

@@ -1,9 +1,7 @@
 """Short names of the API's rule and action kinds (`secret_access`, `kill`): the one spelling the
-log line, metrics, OCSF, the CLI's --rule and the scenarios use; and of an open's result."""
+log line, metrics, OCSF, the CLI's --rule and the scenarios use."""
 
 from __future__ import annotations
-
-import errno
 
 from ._proto.agent_sensor.v1 import sensor_pb2 as pb
 
@@ -17,8 +15,3 @@ def action_name(kind: int) -> str:
 
 
 RULE_KIND_NAMES = {rule_name(v): v for v in pb.RuleKind.values() if v != pb.RULE_KIND_UNSPECIFIED}
-
-
-def open_result(result: int) -> str:
-    """`fd 3`, or the error's name (`ENOENT`) for an open that failed."""
-    return f"fd {result}" if result >= 0 else errno.errorcode.get(-result, f"error {-result}")

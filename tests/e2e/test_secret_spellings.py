@@ -38,6 +38,7 @@ def test_relative_path(daemon, vault):
 def test_an_attempt_that_failed_says_so(daemon, vault):
     alert = secret_alert(daemon, f"open:{vault}/no-such-key")
     assert alert["event"]["file"]["result"] == -errno.ENOENT
+    assert alert["reason"] == f"tried to open secret {vault}/no-such-key for reading (ENOENT)"
 
 
 @pytest.mark.parametrize("spelling", ["{w}/out/../vault/key", "{w}//vault///key", "{w}/./vault/./key"])

@@ -401,18 +401,20 @@ def test_alert_to_dict_is_json_with_proto_field_names(profile):
     assert "instanceId" not in all_keys and "resolvedPath" not in all_keys
 
 
-def test_an_opens_result_is_in_its_alert_and_log_line(profile):
-    """What the open returned: -ENOENT for an attempt at a file that is not there; nothing for an
-    open the kernel sent at entry (result None)."""
+def test_an_opens_result_is_in_its_alert_and_its_reason(profile):
+    """What the open returned: -ENOENT for an attempt at a file that is not there, an fd for one
+    that opened it; nothing for an open the kernel sent at entry (result None)."""
     agent, process, _ = context(profile)
     target = Target("/root/.aws/credentials", "/root/.aws/credentials")
-    for result, shown in ((-2, "(open: ENOENT)"), (5, "(open: fd 5)"), (None, None)):
+    for result, reason in ((-2, "tried to open secret /root/.aws/credentials for reading (ENOENT)"),
+                           (5, "opened secret /root/.aws/credentials for reading"),
+                           (None, "opened secret /root/.aws/credentials for reading")):
         event = OpenEvent(hdr=header(4001), dirfd=-100, flags=os.O_RDONLY, mode=0, syscall=OpenSyscall.OPENAT,
                           path="/root/.aws/credentials", truncated=False, result=result)
         a = build_alert(1, decide(event, profile, target), event, target, agent, process)
         assert a.event.file.HasField("result") is (result is not None)
         assert a.event.file.result == (result or 0)
-        assert (shown in log_line(a)) if shown else "(open:" not in log_line(a)
+        assert a.reason == reason and log_line(a).endswith(reason)
 
 
 def test_log_line(profile):

@@ -132,6 +132,17 @@ def test_read_outside_files_read(profile):
     assert "/var/log/syslog" in verdict.reason and "files.read" in verdict.reason
 
 
+def test_a_failed_open_is_reported_as_an_attempt_with_its_error(profile):
+    """Still a violation (the agent tried), but the reason does not say the file was opened."""
+    target = Target("/var/log/nothing-here", "/var/log/nothing-here")
+    failed = decide(open_ev("/var/log/nothing-here")._replace(result=-2), profile, target)
+    assert failed.reason == "tried to open /var/log/nothing-here for reading, outside files.read (ENOENT)"
+    denied = decide(open_ev("/var/log/nothing-here")._replace(result=-13), profile, target)
+    assert denied.reason.startswith("tried to open") and denied.reason.endswith("(EACCES)")
+    opened = decide(open_ev("/var/log/nothing-here")._replace(result=3), profile, target)
+    assert opened.reason == "opened /var/log/nothing-here for reading, outside files.read"
+
+
 def test_write_inside_files_write(profile):
     path = "/srv/out/report.txt"
     assert decide(open_ev(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), profile, Target(path, path)) is None
