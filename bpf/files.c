@@ -147,6 +147,21 @@ static __always_inline int counted_as_repeat(struct tracked_proc *t, const char 
 	return 1;
 }
 
+/* The event's fixed part, as at syscall entry (a retried name's open is built at exit). */
+static __always_inline void start_open(struct open_event *e, struct tracked_proc *t, int dirfd, u32 flags,
+				       u32 mode, u16 syscall, u32 gen)
+{
+	fill_header(&e->hdr, EVENT_OPEN, t->slot);
+	e->dirfd = dirfd;
+	e->flags = flags;
+	e->mode = mode;
+	e->syscall = syscall;
+	e->info = 0;
+	e->names_gen = gen;
+	e->result = 0;
+	e->reserved = 0;
+}
+
 /* Built at entry, where the name is read before the kernel uses it and the kernel's verdict is
  * acted on; sent at exit with the result (finish_open). An entry with hdr.type EVENT_OPEN is an
  * open in flight. */
@@ -169,16 +184,7 @@ static __always_inline int trace_open(int dirfd, const char *filename, u32 flags
 	if (!e)
 		return 0;
 
-	fill_header(&e->hdr, EVENT_OPEN, t->slot);
-	e->dirfd = dirfd;
-	e->flags = flags;
-	e->mode = mode;
-	e->syscall = syscall;
-	e->info = 0;
-	e->names_gen = gen;
-	e->result = 0;
-	e->reserved = 0;
-
+	start_open(e, t, dirfd, flags, mode, syscall, gen);
 	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), filename);
 	if (n <= 0) {
 		e->hdr.type = 0; /* not in flight: finish_open reads the name and sends it */
@@ -227,16 +233,10 @@ static __always_inline int finish_open(long ret)
 	if (retry) {
 		e = open_scratch.lookup(&zero);
 		if (e) {
-			fill_header(&e->hdr, EVENT_OPEN, t->slot);
+			start_open(e, t, retry->dirfd, retry->flags, retry->mode, retry->syscall, retry->names_gen);
 			e->hdr.ktime_ns = retry->ktime_ns;
-			e->dirfd = retry->dirfd;
-			e->flags = retry->flags;
-			e->mode = retry->mode;
-			e->syscall = retry->syscall;
 			e->info = OPEN_READ_AT_EXIT;
-			e->names_gen = retry->names_gen;
 			e->result = ret;
-			e->reserved = 0;
 			const char *filename = (const char *)retry->filename;
 			judge_open(t, e, filename, bpf_probe_read_user_str(e->path, sizeof(e->path), filename));
 			send_open(e);
