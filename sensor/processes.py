@@ -217,9 +217,7 @@ class ProcessTable:
         """Which file an open's fd is, from its result; for an open sent before it returned,
         the result comes on its own (on_opened)."""
         if event.result is None:
-            self._opening[event.hdr.tid] = target.canonical
-            while len(self._opening) > OPENING_KEPT:
-                self._opening.pop(next(iter(self._opening)))
+            put_newest(self._opening, event.hdr.tid, target.canonical, OPENING_KEPT)
         elif event.result >= 0:
             self._add_fd(event.hdr.pid, event.result, target.canonical)
 
