@@ -4,24 +4,27 @@ relative paths against a process's cwd or dirfd, symlinks, and the facts profile
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pwd
 import stat
-import struct
-import sys
 from collections import OrderedDict
 from functools import cached_property
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import psutil
 
 from .correlate import Target
-from .abi import PATH_MAX, FileOp
+from .abi import FileOp
 from .decode import AT_FDCWD, CwdEvent, ExecEvent, FileChangeEvent, ForkEvent, OpenedEvent, OpenEvent
 from .profiles import Profile
 from .repeats import WINDOW_NS
+
+try:
+    from . import _paths
+    from ._paths import FileStat
+except ImportError as exc:  # a source tree the package was not installed from
+    raise ImportError(f"{exc}: sensor/_paths.c is not compiled; run `make setup` (or `pip install -e .`) "
+                      "in the source tree") from exc
 
 EXITED_KEPT = 4096  # exited processes remembered for the ancestry of later alerts
 FDS_KEPT = 1024     # open files remembered per process (the oldest are forgotten first)
@@ -395,53 +398,19 @@ def _proc_cmdline(pid: int) -> list[str]:
     return [a.decode("utf-8", "surrogateescape") for a in raw.rstrip(b"\0").split(b"\0") if raw]
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.realpath.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
-_libc.realpath.restype = ctypes.c_char_p
-
-
-class FileStat(NamedTuple):
-    """The fields of a stat the process table reads."""
-    st_dev: int
-    st_ino: int
-    st_nlink: int
-    st_mode: int
-
-
-# struct statx (linux/stat.h), the same on every architecture: nlink at 16, mode at 28, ino at
-# 32, dev major and minor at 136.
-_STATX = struct.Struct("=16xI8xH2xQ96xII112x")
-AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS = 0x100, 0x7FF
-_FS_ENCODING = sys.getfilesystemencoding()  # os.fsencode's, without its Python frame per stat
-_holding_gil = ctypes.PyDLL(None, use_errno=True)  # PyDLL: calls keep the GIL
-_statx = getattr(_holding_gil, "statx", None)  # glibc 2.28 and later
-if _statx is not None:
-    _statx.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_char_p)
-
-
-def lstat_holding_gil(path: str) -> FileStat | os.stat_result:
-    """os.lstat without letting go of the GIL. The judge stats a name per open; each time it let
-    go, the daemon's other threads, waiting for the GIL, were woken, mostly to find it taken
-    again, and those wakeups cost the judge more than the stat (on a local file system a stat
-    takes about a microsecond; on one that hangs, the whole daemon waits with the judge)."""
-    if _statx is None:
-        return os.lstat(path)
-    buf = ctypes.create_string_buffer(_STATX.size)
-    if _statx(AT_FDCWD, path.encode(_FS_ENCODING, "surrogateescape"), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS,
-              buf) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)  # OSError picks the subclass: FileNotFoundError, ...
-    nlink, mode, ino, major, minor = _STATX.unpack_from(buf)
-    return FileStat(os.makedev(major, minor), ino, nlink, mode)
+def lstat_holding_gil(path: str) -> FileStat:
+    """os.lstat without letting go of the GIL (sensor/_paths.c says why). The judge stats a name
+    per open: on a local file system a stat takes about a microsecond; on one that hangs, the
+    whole daemon waits with the judge."""
+    return _paths.lstat(path)
 
 
 def realpath(path: str) -> str:
     """os.path.realpath, in C when every name on the way exists: one call instead of a Python
     loop over lstat, the judge's largest cost per open. A missing name (the C function fails)
     takes Python's way, which resolves what exists and keeps the rest."""
-    out = ctypes.create_string_buffer(PATH_MAX)  # realpath(3) writes at most PATH_MAX bytes
-    found = _libc.realpath(os.fsencode(path), out)
-    return os.fsdecode(found) if found is not None else os.path.realpath(path)
+    found = _paths.realpath(path)
+    return found if found is not None else os.path.realpath(path)
 
 
 def _tidy(path: str) -> str:

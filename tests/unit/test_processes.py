@@ -456,7 +456,8 @@ def test_lstat_holding_gil_agrees_with_os_lstat(base):
     (base / "f").write_text("x")
     os.link(base / "f", base / "hard")
     (base / "link").symlink_to(base / "f")
-    for name in [base / "f", base / "link", base, "/proc/self/exe", "/dev/null"]:
+    (base / "\udcff").write_text("not UTF-8")  # the byte 0xff, as os.fsdecode spells it
+    for name in [base / "f", base / "link", base / "\udcff", base, "/proc/self/exe", "/dev/null"]:
         ours, theirs = processes_mod.lstat_holding_gil(str(name)), os.lstat(name)
         assert (ours.st_dev, ours.st_ino, ours.st_nlink, ours.st_mode) == (
             theirs.st_dev, theirs.st_ino, theirs.st_nlink, theirs.st_mode), name
