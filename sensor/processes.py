@@ -423,6 +423,8 @@ def _tidy(path: str) -> str:
 
 def _proc_self_as(pid: int, path: str) -> str:
     """/proc/self means the *agent*, not the sensor resolving the path."""
+    if not path.startswith("/proc/"):  # nearly every name: one test
+        return path
     for prefix in ("/proc/self", "/proc/thread-self"):
         if path == prefix or path.startswith(prefix + "/"):
             return f"/proc/{pid}" + path[len(prefix):]

@@ -46,21 +46,24 @@ class RepeatKey(NamedTuple):
     path: str
 
 
-def _too_long_for_key(path: str) -> bool:
-    """The kernel's key holds the name's bytes and a NUL; a character is at most 4 bytes, so
-    most names need no encoding to know they fit."""
-    most = abi.REPEAT_PATH_MAX - 1
-    return 4 * len(path) >= most and len(path.encode(errors="surrogateescape")) >= most
+_KEY_BYTES = abi.REPEAT_PATH_MAX - 1  # the kernel's key holds the name's bytes and a NUL
+_NOT_ACTED = abi.KernelAction.NONE
 
 
 def cache_key(event: OpenEvent, target: Target | None) -> RepeatKey | None:
-    """The kernel's key for an open judged allowed, or None if its repeats must still be sent."""
-    if (target is None or event.hdr.slot is None or event.truncated or event.read_at_exit
-            or event.hdr.kernel_action != abi.KernelAction.NONE or not event.path.startswith("/")
-            or _too_long_for_key(event.path)
-            or target.is_dir or target.canonical != event.path or not target.resolved):
+    """The kernel's key for an open judged allowed, or None if its repeats must still be sent.
+    Runs for every such open: the cheapest tests first."""
+    path = event.path
+    if (target is None or target.canonical != path or not target.resolved or target.is_dir
+            or event.truncated or event.read_at_exit):
         return None
-    return RepeatKey(event.hdr.pid, event.hdr.slot, event.flags, event.names_gen, event.path)
+    hdr = event.hdr
+    if hdr.slot is None or hdr.kernel_action != _NOT_ACTED or path[:1] != "/":
+        return None
+    # A character is at most 4 bytes: most names need no encoding to know they fit.
+    if 4 * len(path) >= _KEY_BYTES and len(path.encode(errors="surrogateescape")) >= _KEY_BYTES:
+        return None
+    return RepeatKey(hdr.pid, hdr.slot, event.flags, event.names_gen, path)
 
 
 @dataclass
