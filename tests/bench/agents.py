@@ -28,8 +28,7 @@ sys.path.insert(0, str(ROOT))
 from sensor.client import SensorClient  # noqa: E402
 from sensor.scenarios.own_daemon import CLI, start_daemon, stop_daemon  # noqa: E402
 from tests.bench.overhead import WORKLOADS, build_workload  # noqa: E402
-from sensor.processes import proc_stat_fields  # noqa: E402
-from tests.bench.report import ratios, write_section  # noqa: E402
+from tests.bench.report import cpu_seconds, ratios, write_section  # noqa: E402
 
 ALLOW_ALL = """\
 name: bench-allow-all
@@ -87,11 +86,6 @@ def timed(argv: list[str]) -> float:
     return float(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.split()[-1])
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = proc_stat_fields(pid)  # from field 3 on: utime and stime are fields 14 and 15
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -136,14 +130,14 @@ def main() -> None:
     times = {job: {"untracked": [], "tracked": []} for job in jobs}
     for argv in jobs.values():  # warm the page cache: a cold first run is not the sensor's cost
         timed(argv)
-    load_cpu0 = cpu_seconds(proc.pid)
+    load_cpu0, load_t0 = cpu_seconds(proc.pid), time.monotonic()
     for rep in range(args.reps):
         for job, argv in jobs.items():
             pair = [("untracked", argv), ("tracked", tracked_prefix + argv)]
             for kind, command in pair if rep % 2 == 0 else reversed(pair):
                 times[job][kind].append(timed(command))
         print(f"repetition {rep + 1}/{args.reps} done", flush=True)
-    load_cpu = cpu_seconds(proc.pid) - load_cpu0
+    load_cpu, load_wall = cpu_seconds(proc.pid) - load_cpu0, time.monotonic() - load_t0
     peak_rss = rss_mb(proc.pid, "VmHWM")
     with SensorClient(server) as client:
         status = client.status()
@@ -177,7 +171,8 @@ def main() -> None:
               f"({'met' if peak_rss <= 150 else 'missed'}) |",
               f"| of the idle RSS: mapped files (the interpreter, its extension modules and grpc's library, "
               f"shared with other processes) (MB) | {idle_file:.0f} | |",
-              f"| daemon CPU for all the runs above (s) | {load_cpu:.2f} | |",
+              f"| daemon CPU for all the runs above (s; % of one core over their {load_wall:.0f} s) | {load_cpu:.2f} "
+              f"({load_cpu / load_wall:.1%}) | |",
               f"| events lost (ring buffer + backlog) | {drops} | 0 |",
               f"| alerts (the profile allows everything) | {alerts} | 0 |",
               "", "Reproduce: `make bench` (root)."]

@@ -3,9 +3,12 @@ rewrites its section and leaves the others alone."""
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 from pathlib import Path
+
+from sensor.processes import proc_stat_fields
 
 
 def write_section(doc: Path, name: str, table: str) -> None:
@@ -24,3 +27,9 @@ def ratios(top: list[float], bottom: list[float]) -> tuple[float, str]:
     r = sorted(t / b for t, b in zip(top, bottom))
     median = statistics.median(r)
     return median, f"{median:.3f} ({r[0]:.3f}-{r[-1]:.3f})"
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time process pid has used, user and system."""
+    fields = proc_stat_fields(pid)  # from field 3 on: utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

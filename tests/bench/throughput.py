@@ -36,7 +36,7 @@ from sensor.profiles import load_profile_file  # noqa: E402
 from sensor.source import RingBufferSource  # noqa: E402
 from sensor.client import SensorClient  # noqa: E402
 from sensor.scenarios.own_daemon import CLI, start_daemon, stop_daemon  # noqa: E402
-from tests.bench.report import write_section  # noqa: E402
+from tests.bench.report import cpu_seconds, write_section  # noqa: E402
 
 PACED_AGENT = """\
 import os, sys, time
@@ -74,10 +74,11 @@ def capture(bpf: SensorBPF, pipeline: Pipeline, tree: Path, opens: int) -> list[
     return raw
 
 
-def delivery(work: Path, tree: Path, runs: list[tuple[int, float]]) -> list[tuple[int, ...]]:
+def delivery(work: Path, tree: Path, runs: list[tuple[int, float]]) -> list[tuple]:
     """One run per (rate, seconds), rate in opens/s (one kernel event each): (rate,
     seconds, opens made, opens the consumer got, lost in the sensor, lost by the consumer,
-    repeats the kernel counted: 0 unless the agent opened a name twice within a second)."""
+    repeats the kernel counted (0 unless the agent opened a name twice within a second), the
+    daemon's CPU over the run and its tail as a share of one core)."""
     import threading
     (work / "profiles").mkdir()
     (work / "profiles" / "p.yaml").write_text(PROFILE)
@@ -103,6 +104,7 @@ def delivery(work: Path, tree: Path, runs: list[tuple[int, float]]) -> list[tupl
             time.sleep(0.5)
             with SensorClient(server) as client:
                 before = client.status()
+            cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
             import subprocess
             opens = int(subprocess.run([CLI, "exec", "--server", server, "--profile", "bench-throughput", "--",
                                         "/usr/bin/python3", str(work / "paced.py"), str(rate), str(seconds), str(tree),
@@ -111,11 +113,13 @@ def delivery(work: Path, tree: Path, runs: list[tuple[int, float]]) -> list[tupl
             time.sleep(2)  # the tail still in flight
             with SensorClient(server) as client:
                 after = client.status()
+            cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0)
             streams[0].cancel()
             thread.join(10)
             lost = (sum(after.ring_buffer_drops.values()) - sum(before.ring_buffer_drops.values())
                     + after.backlog_drops - before.backlog_drops)
-            rows.append((rate, seconds, opens, got[0], lost, dropped[0], after.repeats_counted - before.repeats_counted))
+            rows.append((rate, seconds, opens, got[0], lost, dropped[0], after.repeats_counted - before.repeats_counted,
+                         cpu))
             if lost:
                 print("lost by type:", {k: v - before.ring_buffer_drops.get(k, 0) for k, v in after.ring_buffer_drops.items()
                                         if v != before.ring_buffer_drops.get(k, 0)},
@@ -126,7 +130,7 @@ def delivery(work: Path, tree: Path, runs: list[tuple[int, float]]) -> list[tupl
     return rows
 
 
-def plot(rows: list[tuple[int, ...]], path: Path) -> None:
+def plot(rows: list[tuple], path: Path) -> None:
     """Offered against delivered opens/s: where the judge stops keeping up reads at a glance."""
     import matplotlib
     matplotlib.use("Agg")
@@ -164,9 +168,9 @@ def judge_profile(pipeline: Pipeline, raw: list[bytes], top: int = 12) -> list[s
     return rows
 
 
-def row(rate: int, seconds: float, opens: int, got: int, lost: int, dropped: int, counted: int) -> str:
+def row(rate: int, seconds: float, opens: int, got: int, lost: int, dropped: int, counted: int, cpu: float) -> str:
     return (f"| {rate:,} opens/s | {seconds:.0f} | {opens:,} | {got:,} | "
-            f"{got / seconds:,.0f} | {lost:,} | {dropped:,} | {counted:,} |")
+            f"{got / seconds:,.0f} | {lost:,} | {dropped:,} | {counted:,} | {cpu:.0%} |")
 
 
 def main() -> None:
@@ -239,8 +243,8 @@ def main() -> None:
         "opens means the judge is behind (its backlog), not that anything was lost:",
         "",
         "| agent's rate | seconds | opens made | opens the consumer got | opens/s delivered | lost in the sensor "
-        "| lost by the consumer's queue | repeats counted in the kernel |",
-        "|---|---|---|---|---|---|---|---|",
+        "| lost by the consumer's queue | repeats counted in the kernel | daemon CPU (of one core) |",
+        "|---|---|---|---|---|---|---|---|---|",
         *(row(*r) for r in rows + sustained),
         "",
         "![delivered against offered opens/s](throughput.png)",
