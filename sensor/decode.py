@@ -254,6 +254,7 @@ def _field_bytes(data: bytes, field, length: int) -> bytes:
 _EXEC = layout(abi.ExecEvent, "old_tid", "filename")
 _FORK = layout(abi.ForkEvent, "child_pid")
 _OPEN = layout(abi.OpenEvent, "dirfd", "reserved")
+_OPEN_PATH, _OPEN_PATH_SIZE = abi.OpenEvent.path.offset, abi.OpenEvent.path.size
 _OPENED = layout(abi.OpenedEvent, "fd", "reserved")
 _CWD = layout(abi.CwdEvent, "fd", "path")
 _CONNECT = layout(abi.ConnectEvent, "fd")
@@ -288,7 +289,7 @@ def _decode_exit(data: bytes) -> ExitEvent:
 def _decode_open(data: bytes) -> OpenEvent:
     _need(data, abi.OpenEvent.path.offset, "open_event")
     dirfd, flags, mode, syscall, path_len, info, names_gen, result = _OPEN.unpack_from(data)
-    path = _text(_field_bytes(data, abi.OpenEvent.path, path_len))
+    path = _text(data[_OPEN_PATH : _OPEN_PATH + min(path_len, _OPEN_PATH_SIZE)])  # _field_bytes, inlined: every open
     return OpenEvent(_header(data), dirfd, flags, mode, _enum(abi.OpenSyscall, syscall, "open syscall"), path,
                      bool(info & _TRUNCATED), names_gen, bool(info & _READ_AT_EXIT),
                      None if info & _SENT_AT_ENTRY else result)

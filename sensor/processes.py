@@ -366,7 +366,7 @@ class CanonicalDirs:
         if entry is None or name in ("", ".", "..") or entry[0] != names_seen[0] or names_seen[1] > entry[1]:
             return None
         try:
-            st = lstat_holding_gil(absolute)
+            st = _paths.lstat(absolute)  # holding the GIL: sensor/_paths.c says why
         except FileNotFoundError:
             return absolute, None
         except OSError:
@@ -396,13 +396,6 @@ def _proc_cmdline(pid: int) -> list[str]:
     except OSError:
         return []
     return [a.decode("utf-8", "surrogateescape") for a in raw.rstrip(b"\0").split(b"\0") if raw]
-
-
-def lstat_holding_gil(path: str) -> FileStat:
-    """os.lstat without letting go of the GIL (sensor/_paths.c says why). The judge stats a name
-    per open: on a local file system a stat takes about a microsecond; on one that hangs, the
-    whole daemon waits with the judge."""
-    return _paths.lstat(path)
 
 
 def realpath(path: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import sensor.processes as processes_mod
+from sensor import _paths
 from sensor.correlate import Target
 from sensor.abi import OpenSyscall
 from sensor.decode import AT_FDCWD, CwdEvent, ForkEvent, Header, OpenedEvent, OpenEvent
@@ -452,16 +453,16 @@ def test_canonical_directories_are_bounded(base, monkeypatch):
         f"{base}/d2", f"{base}/d3", f"{base}/d4"]
 
 
-def test_lstat_holding_gil_agrees_with_os_lstat(base):
+def test_lstat_in_c_agrees_with_os_lstat(base):
     (base / "f").write_text("x")
     os.link(base / "f", base / "hard")
     (base / "link").symlink_to(base / "f")
     (base / "\udcff").write_text("not UTF-8")  # the byte 0xff, as os.fsdecode spells it
     for name in [base / "f", base / "link", base / "\udcff", base, "/proc/self/exe", "/dev/null"]:
-        ours, theirs = processes_mod.lstat_holding_gil(str(name)), os.lstat(name)
+        ours, theirs = _paths.lstat(str(name)), os.lstat(name)
         assert (ours.st_dev, ours.st_ino, ours.st_nlink, ours.st_mode) == (
             theirs.st_dev, theirs.st_ino, theirs.st_nlink, theirs.st_mode), name
     with pytest.raises(FileNotFoundError):
-        processes_mod.lstat_holding_gil(str(base / "missing"))
+        _paths.lstat(str(base / "missing"))
     with pytest.raises(NotADirectoryError):
-        processes_mod.lstat_holding_gil(str(base / "f" / "x"))
+        _paths.lstat(str(base / "f" / "x"))
