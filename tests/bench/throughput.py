@@ -52,6 +52,7 @@ print(n)
 
 REVISIT_S = 3  # > repeats.WINDOW_NS: every open is a first sighting
 JUDGE_RUNS = 5  # single runs of the judge spread by a tenth on a shared VM
+SUSTAIN_TRIES = 3  # rates tried for the 60 s run, highest first
 PROFILE = 'name: bench-throughput\nfiles:\n  read: ["/**"]\n  write: ["/**"]\nexec: ["/**"]\non_violation: alert\n'
 
 
@@ -168,6 +169,12 @@ def judge_profile(pipeline: Pipeline, raw: list[bytes], top: int = 12) -> list[s
     return rows
 
 
+def in_full(run: tuple) -> bool:
+    """Every open reached the consumer by the end of the run's tail, and nothing was lost."""
+    _, _, opens, got, lost, dropped, *_ = run
+    return got >= opens and lost == 0 and dropped == 0
+
+
 def row(rate: int, seconds: float, opens: int, got: int, lost: int, dropped: int, counted: int, cpu: float) -> str:
     return (f"| {rate:,} opens/s | {seconds:.0f} | {opens:,} | {got:,} | "
             f"{got / seconds:,.0f} | {lost:,} | {dropped:,} | {counted:,} | {cpu:.0%} |")
@@ -218,9 +225,14 @@ def main() -> None:
     wall = statistics.median(w for _, _, w in judged)
     (work / "delivery").mkdir()
     rows = delivery(work / "delivery", tree, [(rate, args.seconds) for rate in rates])
-    kept_up = [r[0] for r in rows if r[3] >= r[2] and r[4] == 0 and r[5] == 0]
-    (work / "sustained").mkdir()
-    sustained = delivery(work / "sustained", tree, [(max(kept_up), args.sustain)]) if kept_up else []
+    # 60 s at the highest rate delivered in full for 10 s, then a rate lower until one is
+    # delivered in full for 60 s too: a backlog can grow too slowly to show in 10 s.
+    sustained = []
+    for offered in sorted((r[0] for r in rows if in_full(r)), reverse=True)[:SUSTAIN_TRIES]:
+        (work / f"sustained-{offered}").mkdir()
+        sustained += delivery(work / f"sustained-{offered}", tree, [(offered, args.sustain)])
+        if in_full(sustained[-1]):
+            break
     shutil.rmtree(work, ignore_errors=True)
     table = "\n".join([
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, kernel {os.uname().release}.",
@@ -237,8 +249,9 @@ def main() -> None:
         f"| ring-buffer losses while capturing | {sum(dropped.values())} | 0 |",
         "",
         f"Delivery to one consumer of `StreamEventBatches` (what `agent-sensor events` uses), {args.seconds:.0f} s "
-        f"per rate, then {args.sustain:.0f} s at the highest rate delivered in full; counted 2 s after the agent "
-        "stopped (target: 100,000 events/s sustained with zero loss). An open is one kernel event (with its "
+        f"per rate, then {args.sustain:.0f} s at the highest rate delivered in full, and at the next lower ones "
+        f"until one is delivered in full for {args.sustain:.0f} s too (at most {SUSTAIN_TRIES}); counted 2 s after "
+        "the agent stopped (target: 100,000 events/s sustained with zero loss). An open is one kernel event (with its "
         "result) and one record to the consumer; every open is of a distinct file. Fewer records than "
         "opens means the judge is behind (its backlog), not that anything was lost:",
         "",
