@@ -2,7 +2,7 @@
  *
  * Through os.lstat, each stat let go of the GIL and woke the daemon's other threads waiting for
  * it, mostly to find it taken again; through ctypes, converting the arguments and the result
- * cost twice the stat itself (3.1 us against 1.5 us here). sensor/processes.py wraps these. */
+ * cost twice the stat itself (3.1 us against 1.5 us here). sensor/processes.py calls them. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
