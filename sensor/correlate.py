@@ -140,15 +140,15 @@ def _decide_open(event: OpenEvent, profile: Profile, target: Target | None,
         return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", "/proc/PID/" + memory.group(2),
                         f"read another process's {memory.group(2)} ({target.canonical})", target.canonical)
     # Allow-lists judge the canonical path only: a symlink placed in an allowed directory must
-    # not open the door to the file it points at.
+    # not open the door to the file it points at. It is one of the spellings found no secret above.
     path = target.canonical
     unresolved = "" if target.resolved else " (relative path; the process's directory was unknown)"
     if event.is_write:
-        if not profile.may_write(path):
+        if not profile.lists_allow_write(path):
             return _verdict(profile, RuleKind.FILE_WRITE, "files.write", "",
                             f"{opened} {path} for writing, outside files.write{unresolved}{outcome}", path)
         return None
-    if not profile.may_read(path):
+    if not profile.lists_allow_read(path):
         return _verdict(profile, RuleKind.FILE_READ, "files.read", "",
                         f"{opened} {path} for reading, outside files.read{unresolved}{outcome}", path)
     return None

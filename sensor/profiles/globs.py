@@ -123,13 +123,17 @@ class PathGlob:
     """A path pattern such as ``/srv/crm/**`` or ``~/.ssh/**``.
 
     ``expanded`` holds the pattern after ``~`` expansion (one entry per home,
-    or just ``text`` when there is no ``~``); ``text`` is kept for display.
+    or just ``text`` when there is no ``~``); ``text`` is kept for display. One regular
+    expression matches every expansion: a host has a home per system account too (17 here),
+    and a regex per home made each match that many calls.
     """
 
     text: str
     line: int
     expanded: tuple[str, ...]
-    _regexes: tuple[re.Pattern[str], ...] = field(repr=False, compare=False)
+    _regex: re.Pattern[str] = field(repr=False, compare=False)
+    # Per expansion: its regex, and its leading path segments with no wildcard (GlobList).
+    _alternatives: tuple[tuple[str, tuple[str, ...]], ...] = field(repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str, line: int = 0, homes: Iterable[str] = ()) -> PathGlob:
@@ -142,13 +146,16 @@ class PathGlob:
             if not bases:
                 raise GlobError("'~' needs at least one home directory, and none are known")
             expanded = tuple((base + rest) or "/" for base in bases)
-            regexes = tuple(
-                _compile(re.escape(base) + body if (base + rest) else "/") for base in bases
-            )
-            return cls(text, line, expanded, regexes)
-        if not text.startswith("/"):
+            # A home is a path, not a glob: all its segments are literal, whatever they contain.
+            alternatives = tuple((re.escape(base) + body if (base + rest) else "/",
+                                  tuple(base[1:].split("/")) + _literal_segments(rest) if base else ())
+                                 for base in bases)
+        elif text.startswith("/"):
+            alternatives = ((_translate(text, path_mode=True), _literal_segments(text)),)
+            expanded = (text,)
+        else:
             raise GlobError("a path glob must be absolute (start with '/') or start with '~/'")
-        return cls(text, line, (text,), (_compile(_translate(text, path_mode=True)),))
+        return cls(text, line, expanded, _compile("|".join(regex for regex, _ in alternatives)), alternatives)
 
     @property
     def is_literal(self) -> bool:
@@ -156,10 +163,77 @@ class PathGlob:
         return not self.text.startswith("~") and not GLOB_METACHARACTERS.intersection(self.text)
 
     def matches(self, path: str) -> bool:
-        for regex in self._regexes:  # not any(generator): several calls per open
-            if regex.fullmatch(path):
-                return True
-        return False
+        return self._regex.fullmatch(path) is not None
+
+
+def _literal_segments(text: str) -> tuple[str, ...]:
+    """The leading segments of an absolute glob (or of the rest after ``~``) with no wildcard:
+    the glob matches only paths that start with exactly those segments."""
+    literal = []
+    for segment in text[1:].split("/") if text else ():
+        if GLOB_METACHARACTERS.intersection(segment):
+            break
+        literal.append(segment)
+    return tuple(literal)
+
+
+class GlobList:
+    """Path globs tried in order, as regular expressions joined into one: the first glob that
+    matches a path is found by one call into the regex engine, not one per glob.
+
+    Only the globs that can match are joined: each expansion of a glob (one per home for ``~``)
+    matches only paths that start with its literal segments (``/etc/shadow``, ``/root/.ssh``),
+    so a path is tried against the expansions whose literal segments it starts with, found by
+    walking a tree of those segments. With the default secrets in every home of a host, an
+    open under /usr was hundreds of alternatives before; now it is the few that start with a
+    wildcard (``/**/.env``). Each expansion's expression is one capturing group (the
+    translation makes no other), so the group that matched names its glob."""
+
+    def __init__(self, globs: Iterable[PathGlob]):
+        self.globs = tuple(globs)
+        self._alternatives = [(glob, regex, literal) for glob in self.globs for regex, literal in glob._alternatives]
+        self._root = _SegmentNode()
+        for index, (_, _, literal) in enumerate(self._alternatives):
+            node = self._root
+            for segment in literal:
+                node = node.children.setdefault(segment, _SegmentNode())
+            node.ending.append(index)
+        self._root.inherit([])
+
+    def first(self, path: str) -> PathGlob | None:
+        node = self._root
+        for segment in path[1:].split("/"):
+            child = node.children.get(segment)
+            if child is None:
+                break
+            node = child
+        if node.joined is None:  # joined at first use: most nodes are never reached
+            # fullmatch tries the alternatives left to right: the first glob that matches the
+            # whole path wins, as a loop over the globs would have found it.
+            chosen = [self._alternatives[i] for i in node.candidates]
+            regex = _compile("|".join(f"({alternative})" for _, alternative, _ in chosen)) if chosen else None
+            node.joined = regex, tuple(glob for glob, _, _ in chosen)
+        regex, globs = node.joined
+        found = regex.fullmatch(path) if regex is not None else None
+        return globs[found.lastindex - 1] if found is not None else None
+
+
+class _SegmentNode:
+    """A node of GlobList's tree: the expansions whose literal segments end here, and (after
+    inherit) every expansion a path reaching this node can match, in the globs' order."""
+
+    __slots__ = ("children", "ending", "candidates", "joined")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _SegmentNode] = {}
+        self.ending: list[int] = []
+        self.candidates: list[int] = []
+        self.joined: tuple[re.Pattern[str] | None, tuple[PathGlob, ...]] | None = None
+
+    def inherit(self, above: list[int]) -> None:
+        self.candidates = sorted(above + self.ending)
+        for child in self.children.values():
+            child.inherit(self.candidates)
 
 
 @dataclass(frozen=True)

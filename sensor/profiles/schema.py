@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Union
 
-from .globs import GlobError, PathGlob, TextGlob
+from .globs import GlobError, GlobList, PathGlob, TextGlob
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -278,13 +278,6 @@ class MatchSelectors:
         return not (self.exe or self.cmdline or self.user or self.cgroup)
 
 
-def _first_match(globs: Iterable[PathGlob], path: str) -> PathGlob | None:
-    for glob in globs:  # a loop, not next(generator): this runs several times per open
-        if glob.matches(path):
-            return glob
-    return None
-
-
 @dataclass(frozen=True)
 class Broker:
     """A program that may read some secrets for the agent (a vault CLI, a credential helper): a
@@ -316,6 +309,17 @@ class Profile:
     on_event_loss: str = DEFAULT_ON_VIOLATION  # when the kernel could not send some of the agent's events
     actions: tuple[tuple[str, str], ...] = ()  # (rule name, action) overriding on_violation
     brokers: tuple[Broker, ...] = ()     # their secrets are in `secrets` too
+    # The lists above as one regular expression each (GlobList), for the judge: several per open.
+    _secrets: GlobList = field(init=False, repr=False, compare=False)
+    _readable: GlobList = field(init=False, repr=False, compare=False)  # files.read, then files.write
+    _writable: GlobList = field(init=False, repr=False, compare=False)
+    _exec: GlobList = field(init=False, repr=False, compare=False)
+    _exec_deny: GlobList = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, globs in (("_secrets", self.secrets), ("_readable", self.files_read + self.files_write),
+                            ("_writable", self.files_write), ("_exec", self.exec), ("_exec_deny", self.exec_deny)):
+            object.__setattr__(self, name, GlobList(globs))  # frozen: set once, here
 
     def action_for(self, rule: str) -> str:
         """What a violation of `rule` (one of RULE_NAMES) triggers."""
@@ -323,28 +327,35 @@ class Profile:
 
     def is_secret(self, path: str) -> PathGlob | None:
         """The secret glob that ``path`` falls under, if any."""
-        return _first_match(self.secrets, path)
+        return self._secrets.first(path)
 
     def brokered_by(self, program: str, path: str) -> Broker | None:
         """The broker, if `program` is one that may open the secret at `path`."""
-        return next((b for b in self.brokers if b.program == program and _first_match(b.secrets, path)), None)
+        return next((b for b in self.brokers if b.program == program and any(g.matches(path) for g in b.secrets)),
+                    None)
 
     # Secrets win over every allow-list: `files.read: ["/**"]` still may not read ~/.ssh.
 
     def may_read(self, path: str) -> bool:
-        if self.is_secret(path):
-            return False
-        return bool(_first_match(self.files_read, path) or _first_match(self.files_write, path))
+        return not self.is_secret(path) and self.lists_allow_read(path)
 
     def may_write(self, path: str) -> bool:
-        return not self.is_secret(path) and _first_match(self.files_write, path) is not None
+        return not self.is_secret(path) and self.lists_allow_write(path)
+
+    # The allow-lists alone, for a caller that has just found the path is no secret.
+
+    def lists_allow_read(self, path: str) -> bool:
+        return self._readable.first(path) is not None
+
+    def lists_allow_write(self, path: str) -> bool:
+        return self._writable.first(path) is not None
 
     def is_exec_denied(self, path: str) -> PathGlob | None:
-        return _first_match(self.exec_deny, path)
+        return self._exec_deny.first(path)
 
     def may_exec(self, path: str) -> bool:
         return (not self.is_secret(path) and not self.is_exec_denied(path)
-                and _first_match(self.exec, path) is not None)
+                and self._exec.first(path) is not None)
 
     def allowed_destination_inet(self, ip: IPAddress | str, port: int) -> Destination | None:
         return next((d for d in self.network_connect if d.matches_inet(ip, port)), None)

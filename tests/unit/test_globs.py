@@ -1,9 +1,11 @@
 """Glob semantics: path globs (segment-aware, ~ expansion) and text globs."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sensor.profiles import PathGlob, TextGlob
-from sensor.profiles.globs import GlobError
+from sensor.profiles.globs import GlobError, GlobList
 
 
 def path(text, homes=()):
@@ -155,3 +157,27 @@ def test_text_glob_semantics(pattern, subject, expected):
 def test_bad_text_globs(pattern):
     with pytest.raises(GlobError):
         TextGlob.parse(pattern)
+
+
+# --- GlobList: a profile's list of globs as one regular expression ------------------------------
+
+HOMES = ["/root", "/home/a"]
+GLOB_SEGMENTS = st.sampled_from(["a", "b", "ab", "*", "?", "**", "a*", "[ab]", "[!a]", ".x"])
+PATH_SEGMENTS = st.sampled_from(["a", "b", "ab", "ba", ".x", "x", "root", "home"])
+globs = st.builds(lambda tilde, parts: ("~/" if tilde else "/") + "/".join(parts),
+                  st.booleans(), st.lists(GLOB_SEGMENTS, min_size=0, max_size=4))
+paths = st.builds(lambda base, parts: base + "/" + "/".join(parts),
+                  st.sampled_from(["", "/root", "/home/a"]), st.lists(PATH_SEGMENTS, min_size=0, max_size=5))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(globs, max_size=8), st.lists(paths, min_size=1, max_size=8))
+def test_glob_list_finds_the_first_glob_that_matches_as_a_loop_would(texts, subjects):
+    parsed = [path(t, homes=HOMES) for t in texts]
+    ordered = GlobList(parsed)
+    for subject in subjects:
+        assert ordered.first(subject) is next((g for g in parsed if g.matches(subject)), None), subject
+
+
+def test_glob_list_of_no_globs_matches_nothing():
+    assert GlobList([]).first("/") is None
