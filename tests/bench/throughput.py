@@ -53,7 +53,10 @@ print(n)
 REVISIT_S = 3  # > repeats.WINDOW_NS: every open is a first sighting
 JUDGE_RUNS = 5  # single runs of the judge spread by a tenth on a shared VM
 SUSTAIN_TRIES = 3  # rates tried for the 60 s run, highest first
-PROFILE = 'name: bench-throughput\nfiles:\n  read: ["/**"]\n  write: ["/**"]\nexec: ["/**"]\non_violation: alert\n'
+# Everything allowed, and the default secrets catalogue (`secrets: [default]`): each open is
+# checked against all of them, in every home of the host, as a careful profile's opens are.
+PROFILE = ('name: bench-throughput\nfiles:\n  read: ["/**"]\n  write: ["/**"]\nsecrets: [default]\nexec: ["/**"]\n'
+           'on_violation: alert\n')
 
 
 def capture(bpf: SensorBPF, pipeline: Pipeline, tree: Path, opens: int) -> list[bytes]:
