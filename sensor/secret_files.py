@@ -47,6 +47,10 @@ def secret_file_ids(profile: Profile, found_at: dict[FileId, str] | None = None)
                     ids.setdefault(found, glob.text)
                     found_at.setdefault(found, pattern)
                 continue
+            # Without `**` a match is a fixed number of levels below the base: `~/.aider*` is
+            # in the home itself, so the home's tree is not walked (every 30 s, for every home).
+            below = pattern[len(base):]
+            levels = None if "**" in below else below.count("/")
             seen = 0
             for root, dirs, files in os.walk(base):
                 for name in files + dirs:
@@ -57,6 +61,8 @@ def secret_file_ids(profile: Profile, found_at: dict[FileId, str] | None = None)
                     seen += 1
                 if seen > MAX_FILES_PER_GLOB:
                     break
+                if levels is not None and root[len(base):].count("/") + 1 >= levels:
+                    dirs.clear()  # the names in root were the deepest a match can be
     return ids
 
 

@@ -50,3 +50,28 @@ def test_a_reused_inode_number_is_not_the_secret(tmp_path):
     (tmp_path / "vault" / "key").unlink()
     # What a new file with the freed inode number looks like to the sensor: that identity, opened.
     assert old not in files.of("s", opened=old, links=1)
+
+
+def test_a_glob_without_double_star_is_walked_no_deeper_than_it_can_match(tmp_path, monkeypatch):
+    """`~/.aider*` is in the home itself, and `~/.config/*/token` two levels down: their
+    identities are read without walking the rest of the home's tree, which every refresh did."""
+    home = tmp_path / "home"
+    (home / ".config" / "tool").mkdir(parents=True)
+    (home / ".config" / "tool" / "token").write_text("t")
+    (home / ".config" / "tool" / "deeper" / "more").mkdir(parents=True)
+    (home / "project" / "node_modules" / "x").mkdir(parents=True)
+    (home / ".aider.conf").write_text("a")
+    path = tmp_path / "p.yaml"
+    path.write_text('name: s\nsecrets: ["~/.aider*", "~/.config/*/token"]\n')
+    walked = []
+    real_walk = os.walk
+
+    def walk(top, *args, **kwargs):
+        for root, dirs, files in real_walk(top, *args, **kwargs):
+            walked.append(root)
+            yield root, dirs, files
+
+    monkeypatch.setattr(os, "walk", walk)
+    ids = secret_file_ids(load_profile_file(path, homes=[str(home)]))
+    assert set(ids) == {file_id(str(home / ".aider.conf")), file_id(str(home / ".config" / "tool" / "token"))}
+    assert sorted(walked) == sorted([str(home), str(home / ".config"), str(home / ".config" / "tool")])
