@@ -164,10 +164,18 @@ def test_bad_text_globs(pattern):
 HOMES = ["/root", "/home/a"]
 GLOB_SEGMENTS = st.sampled_from(["a", "b", "ab", "*", "?", "**", "a*", "[ab]", "[!a]", ".x"])
 PATH_SEGMENTS = st.sampled_from(["a", "b", "ab", "ba", ".x", "x", "root", "home"])
-globs = st.builds(lambda tilde, parts: ("~/" if tilde else "/") + "/".join(parts),
-                  st.booleans(), st.lists(GLOB_SEGMENTS, min_size=0, max_size=4))
-paths = st.builds(lambda base, parts: base + "/" + "/".join(parts),
-                  st.sampled_from(["", "/root", "/home/a"]), st.lists(PATH_SEGMENTS, min_size=0, max_size=5))
+
+
+def glob_text(tilde: bool, segments: list[str]) -> str:
+    return ("~/" if tilde else "/") + "/".join(segments)
+
+
+def path_text(base: str, segments: list[str]) -> str:
+    return base + "/" + "/".join(segments)
+
+
+globs = st.builds(glob_text, st.booleans(), st.lists(GLOB_SEGMENTS, min_size=0, max_size=4))
+paths = st.builds(path_text, st.sampled_from(["", "/root", "/home/a"]), st.lists(PATH_SEGMENTS, min_size=0, max_size=5))
 
 
 @settings(max_examples=300, deadline=None)
