@@ -1,4 +1,5 @@
-/* The two path syscalls the judge makes per open, called without letting go of the GIL.
+/* The judge's path syscalls, called without letting go of the GIL: statx of each name it
+ * resolves through a directory found canonical (one per open), realpath(3) of the others.
  *
  * Through os.lstat, each stat let go of the GIL and woke the daemon's other threads waiting for
  * it, mostly to find it taken again; through ctypes, converting the arguments and the result
