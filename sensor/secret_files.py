@@ -9,16 +9,10 @@ import os
 import time
 
 from .profiles import Profile
-from .profiles.globs import GLOB_METACHARACTERS
+from .profiles.globs import literal_segments
 
 FileId = tuple[int, int]
 MAX_FILES_PER_GLOB = 10000  # a secret directory this large is walked no further
-
-
-def _literal_base(pattern: str) -> str:
-    """The longest directory prefix of a glob without wildcards."""
-    cut = min((pattern.index(c) for c in GLOB_METACHARACTERS if c in pattern), default=len(pattern))
-    return pattern[:cut].rsplit("/", 1)[0] if cut < len(pattern) else pattern
 
 
 def file_id(path: str, follow: bool = True) -> FileId | None:
@@ -38,8 +32,8 @@ def secret_file_ids(profile: Profile, found_at: dict[FileId, str] | None = None)
     found_at = {} if found_at is None else found_at
     for glob in profile.secrets:
         for pattern in glob.expanded:
-            base = _literal_base(pattern)
-            if base in ("", "/"):
+            base = "/" + "/".join(literal_segments(pattern))  # the pattern itself if it has no wildcard
+            if base == "/":
                 continue
             if base == pattern:
                 found = file_id(pattern)

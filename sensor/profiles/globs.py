@@ -148,10 +148,10 @@ class PathGlob:
             expanded = tuple((base + rest) or "/" for base in bases)
             # A home is a path, not a glob: all its segments are literal, whatever they contain.
             alternatives = tuple((re.escape(base) + body if (base + rest) else "/",
-                                  tuple(base[1:].split("/")) + _literal_segments(rest) if base else ())
+                                  tuple(base[1:].split("/")) + literal_segments(rest) if base else ())
                                  for base in bases)
         elif text.startswith("/"):
-            alternatives = ((_translate(text, path_mode=True), _literal_segments(text)),)
+            alternatives = ((_translate(text, path_mode=True), literal_segments(text)),)
             expanded = (text,)
         else:
             raise GlobError("a path glob must be absolute (start with '/') or start with '~/'")
@@ -166,9 +166,10 @@ class PathGlob:
         return self._regex.fullmatch(path) is not None
 
 
-def _literal_segments(text: str) -> tuple[str, ...]:
+def literal_segments(text: str) -> tuple[str, ...]:
     """The leading segments of an absolute glob (or of the rest after ``~``) with no wildcard:
-    the glob matches only paths that start with exactly those segments."""
+    the glob matches only paths that start with exactly those segments (GlobList tries it only
+    there; secret_files walks only below them)."""
     literal = []
     for segment in text[1:].split("/") if text else ():
         if GLOB_METACHARACTERS.intersection(segment):
