@@ -287,7 +287,7 @@ def _decode_exit(data: bytes) -> ExitEvent:
 
 
 def _decode_open(data: bytes) -> OpenEvent:
-    _need(data, abi.OpenEvent.path.offset, "open_event")
+    _need(data, _OPEN_PATH, "open_event")
     dirfd, flags, mode, syscall, path_len, info, names_gen, result = _OPEN.unpack_from(data)
     path = _text(data[_OPEN_PATH : _OPEN_PATH + min(path_len, _OPEN_PATH_SIZE)])  # _field_bytes, inlined: every open
     return OpenEvent(_header(data), dirfd, flags, mode, _enum(abi.OpenSyscall, syscall, "open syscall"), path,
