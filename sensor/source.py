@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from .decode import from_agent
+from .thread_names import name_os_thread
 
 _LEN = struct.Struct("<I")
 
@@ -54,6 +55,7 @@ class DrainedRingBuffer:
         self._thread.start()
 
     def _drain(self, poll_ms: int) -> None:
+        name_os_thread()
         busy = False
         while not self._stopping.is_set():
             if busy:  # under load, a millisecond gathers a batch: fewer, larger passes (and GIL takes)

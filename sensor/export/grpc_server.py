@@ -18,6 +18,7 @@ from .._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .._proto.agent_sensor.v1 import sensor_pb2_grpc as pb_grpc
 from ..decode import endpoint
 from ..pipeline import TrackError
+from ..thread_names import name_os_thread
 from .security import TcpSecurity
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SensorService"].full_name
@@ -193,8 +194,8 @@ class Servers:
 
 
 def _serve(daemon, interceptors=()) -> tuple[grpc.Server, health.HealthServicer]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
-                         interceptors=list(interceptors))
+    executor = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc", initializer=name_os_thread)
+    server = grpc.server(executor, interceptors=list(interceptors))
     pb_grpc.add_SensorServiceServicer_to_server(Servicer(daemon), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -22,6 +22,7 @@ import orjson
 
 from .._proto.agent_sensor.v1 import sensor_pb2 as pb
 from ..alerts import alert_to_dict
+from ..thread_names import name_os_thread
 from .ocsf import to_ocsf
 
 log = logging.getLogger("agent-sensor")
@@ -54,6 +55,7 @@ class Output:
                       self.name, alert.id, self.dropped)
 
     def _run(self) -> None:
+        name_os_thread()
         while (alert := self._queue.get()) is not None:
             try:
                 self.write(alert, orjson.dumps(self.format(alert)))

@@ -138,3 +138,13 @@ def test_invalid_profiles_stop_the_start_with_file_and_line(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert f"{profiles / 'bad.yaml'}:2:" in r.stderr
+
+
+def test_the_daemons_threads_are_named_in_the_kernel(daemon, channel):
+    """`top -H` shows which thread spends the CPU: the judge is the main thread."""
+    pb_grpc.SensorServiceStub(channel).GetStatus(pb.GetStatusRequest(), timeout=5)  # a gRPC thread has served
+    pid = daemon.proc.pid
+    names = {Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip() for tid in os.listdir(f"/proc/{pid}/task")}
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "agent-sensor"
+    assert "ring-buffer" in names
+    assert any(re.fullmatch(r"grpc_\d+", n) for n in names), names
