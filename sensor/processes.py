@@ -74,11 +74,12 @@ def user_name(uid: int | None) -> str | None:
         return None
 
 
-def proc_stat_fields(pid: int) -> list[bytes] | None:
-    """/proc/PID/stat from field 3 (state) on, or None if the process is gone. comm (field 2) may
-    contain spaces and parentheses: the split starts after its closing one."""
+def proc_stat_fields(pid: int, task: int | None = None) -> list[bytes] | None:
+    """/proc/PID/stat (or one thread's, /proc/PID/task/TASK/stat) from field 3 (state) on, or
+    None if the process is gone. comm (field 2) may contain spaces and parentheses: the split
+    starts after its closing one."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
+        with open(f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None

@@ -36,7 +36,7 @@ from sensor.profiles import load_profile_file  # noqa: E402
 from sensor.source import RingBufferSource  # noqa: E402
 from sensor.client import SensorClient  # noqa: E402
 from sensor.scenarios.own_daemon import CLI, start_daemon, stop_daemon  # noqa: E402
-from tests.bench.report import cpu_seconds, write_section  # noqa: E402
+from tests.bench.report import daemon_cpu, write_section  # noqa: E402
 
 PACED_AGENT = """\
 import os, sys, time
@@ -82,7 +82,8 @@ def delivery(work: Path, tree: Path, runs: list[tuple[int, float]]) -> list[tupl
     """One run per (rate, seconds), rate in opens/s (one kernel event each): (rate,
     seconds, opens made, opens the consumer got, lost in the sensor, lost by the consumer,
     repeats the kernel counted (0 unless the agent opened a name twice within a second), the
-    daemon's CPU over the run and its tail as a share of one core)."""
+    daemon's CPU over the run and its tail as a share of one core: all, and by thread, see
+    report.daemon_cpu)."""
     import threading
     (work / "profiles").mkdir()
     (work / "profiles" / "p.yaml").write_text(PROFILE)
@@ -108,7 +109,7 @@ def delivery(work: Path, tree: Path, runs: list[tuple[int, float]]) -> list[tupl
             time.sleep(0.5)
             with SensorClient(server) as client:
                 before = client.status()
-            cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
+            cpu0, wall0 = daemon_cpu(proc.pid), time.monotonic()
             import subprocess
             opens = int(subprocess.run([CLI, "exec", "--server", server, "--profile", "bench-throughput", "--",
                                         "/usr/bin/python3", str(work / "paced.py"), str(rate), str(seconds), str(tree),
@@ -117,7 +118,8 @@ def delivery(work: Path, tree: Path, runs: list[tuple[int, float]]) -> list[tupl
             time.sleep(2)  # the tail still in flight
             with SensorClient(server) as client:
                 after = client.status()
-            cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0)
+            cpu1, wall = daemon_cpu(proc.pid), time.monotonic() - wall0
+            cpu = {role: (cpu1[role] - cpu0[role]) / wall for role in cpu1}
             streams[0].cancel()
             thread.join(10)
             lost = (sum(after.ring_buffer_drops.values()) - sum(before.ring_buffer_drops.values())
@@ -178,9 +180,11 @@ def in_full(run: tuple) -> bool:
     return got >= opens and lost == 0 and dropped == 0
 
 
-def row(rate: int, seconds: float, opens: int, got: int, lost: int, dropped: int, counted: int, cpu: float) -> str:
+def row(rate: int, seconds: float, opens: int, got: int, lost: int, dropped: int, counted: int,
+        cpu: dict[str, float]) -> str:
     return (f"| {rate:,} opens/s | {seconds:.0f} | {opens:,} | {got:,} | "
-            f"{got / seconds:,.0f} | {lost:,} | {dropped:,} | {counted:,} | {cpu:.0%} |")
+            f"{got / seconds:,.0f} | {lost:,} | {dropped:,} | {counted:,} | "
+            f"{cpu['all']:.0%} ({cpu['judge']:.0%} / {cpu['reader']:.0%} / {cpu['API']:.0%}) |")
 
 
 def main() -> None:
@@ -259,7 +263,8 @@ def main() -> None:
         "opens means the judge is behind (its backlog), not that anything was lost:",
         "",
         "| agent's rate | seconds | opens made | opens the consumer got | opens/s delivered | lost in the sensor "
-        "| lost by the consumer's queue | repeats counted in the kernel | daemon CPU (of one core) |",
+        "| lost by the consumer's queue | repeats counted in the kernel | daemon CPU, of one core: all (judge / "
+        "ring-buffer reader / gRPC workers) |",
         "|---|---|---|---|---|---|---|---|---|",
         *(row(*r) for r in rows + sustained),
         "",
