@@ -234,11 +234,12 @@ class Pipeline:
         info = self.table.get(pid)
         return info.agent if info else None
 
-    def _agent_for_event(self, event: Event) -> AgentInstance | None:
-        """The agent run an event of a tracked process belongs to."""
-        agent = self._agent_of(event.hdr.pid)
-        if agent is not None:
-            return agent
+    def _agent_process(self, event: Event) -> ProcessInfo | None:
+        """The process an event of a tracked process came from, with the agent run it belongs to
+        (its .agent); None for a process of no agent run."""
+        info = self.table.get(event.hdr.pid)
+        if info is not None and info.agent is not None:
+            return info
         entry = self.bpf.tracked().get(event.hdr.pid)
         if entry is None or event.hdr.slot not in self.by_slot:
             return None
@@ -247,8 +248,7 @@ class Pipeline:
             agent = AgentInstance(profile=self.by_slot[event.hdr.slot], slot=event.hdr.slot,
                                   root_pid=entry.root_pid, start_ticks=start_ticks(entry.root_pid), how="kernel")
             self.instances[entry.root_pid] = agent
-        self.table.attach(event.hdr.pid, agent)
-        return agent
+        return self.table.attach(event.hdr.pid, agent)
 
     # -- events ----------------------------------------------------------------------------
     def handle(self, data: bytes) -> None:
@@ -310,9 +310,10 @@ class Pipeline:
     def _on_dns(self, event: DnsEvent) -> None:
         """Learn from an answer which addresses a name has, for the agent's profile; then tell
         the kernel this answer is learned, so it refuses unknown destinations again."""
-        agent = self._agent_for_event(event)
-        if agent is None:
+        process = self._agent_process(event)
+        if process is None:
             return
+        agent = process.agent
         message = dns_names.parse(event.payload)
         if message is None:
             self.counters.dns_unparsed += 1
@@ -396,16 +397,16 @@ class Pipeline:
                                   wall_ns(c.last_ns), repeats=c.count)
 
     def _judge(self, event: Event) -> None:
-        agent = self._agent_for_event(event)
-        if agent is None:
+        process = self._agent_process(event)
+        if process is None:
             return
+        agent = process.agent
         target, target2 = self.table.change_targets(event) if isinstance(event, FileChangeEvent) else (
-            self._target(event), None)
+            self._target(event, process), None)
         self._remember(agent, event, target)
         secret_files = self.secret_files.of(agent.profile.name, target.file_id if target else None,
                                             target.links if target else 1)
         names = self.names.names_of(agent.slot, event.ip) if isinstance(event, ConnectEvent) else ()
-        process = self.table.lookup(event.hdr.pid)
         verdict = decide(event, agent.profile, target, secret_files, target2, names, process.exe, self.sensor_files)
         if verdict is None:
             if isinstance(event, OpenEvent):
@@ -510,11 +511,11 @@ class Pipeline:
         else:
             complete_action(alert, True, "alert only")
 
-    def _target(self, event: Event) -> Target | None:
+    def _target(self, event: Event, process: ProcessInfo) -> Target | None:
         if isinstance(event, OpenEvent) and event.path:
             target = self.table.resolve(event.hdr.pid, event.path, event.dirfd,
                                         names_seen=(event.names_gen, event.hdr.ktime_ns))
-            self.table.note_open(event, target)
+            self.table.note_open(event, target, process)
             return target
         if isinstance(event, ExecEvent) and event.filename:
             return self.table.resolve(event.hdr.pid, event.filename, event.dirfd)

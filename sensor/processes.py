@@ -217,13 +217,13 @@ class ProcessTable:
             info.cwd = _readlink(f"/proc/{info.pid}/fd/{event.fd}")
         return info
 
-    def note_open(self, event: OpenEvent, target: Target) -> None:
-        """Which file an open's fd is, from its result; for an open sent before it returned,
-        the result comes on its own (on_opened)."""
+    def note_open(self, event: OpenEvent, target: Target, info: ProcessInfo) -> None:
+        """Which file an open's fd is (info: the process that opened it), from its result; for
+        an open sent before it returned, the result comes on its own (on_opened)."""
         if event.result is None:
             put_newest(self._opening, event.hdr.tid, target.canonical, OPENING_KEPT)
         elif event.result >= 0:
-            self._add_fd(event.hdr.pid, event.result, target.canonical)
+            put_newest(info.fds, event.result, target.canonical, FDS_KEPT)
 
     def on_opened(self, event: OpenedEvent) -> None:
         """The result of an open sent at entry: the fd that thread's open in progress became."""

@@ -358,13 +358,13 @@ def test_a_directory_fd_resolves_from_the_open_that_made_it_after_the_process_is
     the open's event, or, for an open the kernel sent at entry, as an OpenedEvent after it."""
     (base / "build").mkdir()
     table = ProcessTable()
-    table.lookup(sleeper.pid)
+    info = table.lookup(sleeper.pid)
     opened = OpenEvent(hdr(sleeper.pid), AT_FDCWD, os.O_RDONLY, 0, OpenSyscall.OPENAT, str(base / "build"), False,
                        result=None if sent_at_entry else 7)
-    table.note_open(opened, table.resolve(sleeper.pid, opened.path))
+    table.note_open(opened, table.resolve(sleeper.pid, opened.path), info)
     failed = OpenEvent(hdr(sleeper.pid), AT_FDCWD, os.O_RDONLY, 0, OpenSyscall.OPENAT, str(base / "x"), False,
                        result=-2)
-    table.note_open(failed, table.resolve(sleeper.pid, failed.path))  # -ENOENT: no fd
+    table.note_open(failed, table.resolve(sleeper.pid, failed.path), info)  # -ENOENT: no fd
     if sent_at_entry:
         table.on_opened(OpenedEvent(hdr(sleeper.pid), 7))
     sleeper.kill()
