@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from . import enforce
-from .alerts import AlertBus, add_ancestry, build_alert, complete_action, log_line, wall_ns
+from .alerts import AlertBus, add_ancestry, build_alert, complete_action, log_line
 from .correlate import Target, Verdict, decide
 from .decode import (ConnectEvent, CwdEvent, DecodeError, DnsEvent, Event, EventLoss, ExecEvent, ExitEvent,
                      FileChangeEvent, ForkEvent, Header, InterfaceEvent, OpenEvent, OpenedEvent, decode)
@@ -393,8 +393,8 @@ class Pipeline:
             agent = c.agent
             self.events_by_run[agent.root_pid] = self.events_by_run.get(agent.root_pid, 0) + c.count
             if self.feed.listening:
-                self.feed.publish(agent.profile.name, agent.id, c.key.tgid, "open", c.key.path, False,
-                                  wall_ns(c.last_ns), repeats=c.count)
+                self.feed.publish(agent.profile.name, agent.id, c.key.tgid, "open", c.key.path, False, c.last_ns,
+                                  repeats=c.count)
 
     def _judge(self, event: Event) -> None:
         process = self._agent_process(event)
@@ -440,7 +440,7 @@ class Pipeline:
         recent.append((event.hdr.pid, event.kind, what))
         if self.feed.listening:
             self.feed.publish(agent.profile.name, agent.id, event.hdr.pid, event.kind, what,
-                              event.hdr.kernel_action != abi.KernelAction.NONE, wall_ns(event.hdr.ktime_ns),
+                              event.hdr.kernel_action != abi.KernelAction.NONE, event.hdr.ktime_ns,
                               result=getattr(event, "result", None))
 
     def _quarantine(self, event: Event, agent: AgentInstance, alert) -> None:

@@ -41,7 +41,7 @@ class AgentInstance:
     start_ticks: int | None
     how: str  # "exec" (agent-sensor exec), "kernel-match", "match", "rescan"
 
-    @property
+    @cached_property  # named in every event the stream carries; a reload keeps the profile's name
     def id(self) -> str:
         return f"{self.profile.name}/{self.root_pid}.{self.start_ticks or 0}"
 

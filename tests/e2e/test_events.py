@@ -25,12 +25,15 @@ def test_a_consumer_sees_the_agents_events_as_they_are_judged(daemon: Daemon):
     consumer.start()
     time.sleep(1)  # connected before the agent starts
     data = daemon.workspace / "data.txt"
+    started_ns = time.time_ns()
     result = daemon.run_agent("e2e-kill", f"open:{data}", "secret")
+    ended_ns = time.time_ns()
     assert result.returncode == -9
     consumer.join(15)
     mine = [r for r in records if r.instance_id.startswith(f"e2e-kill/{result.pid}.")]
     (opened,) = [r for r in mine if r.type == "open" and r.what == str(data)]
     assert not opened.kernel_acted and opened.HasField("result") and opened.result >= 0  # the fd it got
+    assert started_ns <= opened.time.ToNanoseconds() <= ended_ns  # the kernel's stamp, as wall time
     assert mine[-1].type == "open" and mine[-1].what == "/etc/shadow" and mine[-1].kernel_acted
     assert not mine[-1].HasField("result")  # sent at entry: the kernel acted before the open returned
     assert [r.seq for r in records] == sorted(set(r.seq for r in records))
