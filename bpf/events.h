@@ -321,7 +321,7 @@ struct slot_policy {
 };
 
 /* LPM key of secret_paths, denied_execs and broker_execs: slot, then path bytes. An exact path's prefix includes its NUL; a
- * directory's ("dir/**") ends at its trailing slash. */
+ * whole directory's (the glob dir/ followed by **) ends at its trailing slash. */
 struct path_lpm_key {
 	__u32 prefixlen; /* bits: 32 for the slot + 8 per path byte */
 	__u32 slot;
