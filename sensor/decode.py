@@ -12,12 +12,10 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from . import abi
+from .compiled import _decode
 
 HEADER_SIZE = ctypes.sizeof(abi.EventHeader)
 _TYPE = struct.Struct("=I")  # the header's type field, read alone to pick the decoder
-# Plain ints: `int & IntFlag` goes through the enum machinery, on every open.
-_TRUNCATED, _READ_AT_EXIT = int(abi.OpenInfo.PATH_TRUNCATED), int(abi.OpenInfo.READ_AT_EXIT)
-_SENT_AT_ENTRY = int(abi.OpenInfo.SENT_AT_ENTRY)
 AT_FDCWD = -100
 # Open flags that make an open a write (fcntl.h values, the same on every Linux architecture
 # the sensor supports).
@@ -253,8 +251,6 @@ def _field_bytes(data: bytes, field, length: int) -> bytes:
 # of the path or message it read) up to that last array, which is sliced from the event.
 _EXEC = layout(abi.ExecEvent, "old_tid", "filename")
 _FORK = layout(abi.ForkEvent, "child_pid")
-_OPEN = layout(abi.OpenEvent, "dirfd", "reserved")
-_OPEN_PATH, _OPEN_PATH_SIZE = abi.OpenEvent.path.offset, abi.OpenEvent.path.size
 _OPENED = layout(abi.OpenedEvent, "fd", "reserved")
 _CWD = layout(abi.CwdEvent, "fd", "path")
 _CONNECT = layout(abi.ConnectEvent, "fd")
@@ -286,13 +282,10 @@ def _decode_exit(data: bytes) -> ExitEvent:
     return ExitEvent(_header(data))
 
 
-def _decode_open(data: bytes) -> OpenEvent:
-    _need(data, _OPEN_PATH, "open_event")
-    dirfd, flags, mode, syscall, path_len, info, names_gen, result = _OPEN.unpack_from(data)
-    path = _text(data[_OPEN_PATH : _OPEN_PATH + min(path_len, _OPEN_PATH_SIZE)])  # _field_bytes, inlined: every open
-    return OpenEvent(_header(data), dirfd, flags, mode, _enum(abi.OpenSyscall, syscall, "open syscall"), path,
-                     bool(info & _TRUNCATED), names_gen, bool(info & _READ_AT_EXIT),
-                     None if info & _SENT_AT_ENTRY else result)
+# Opens, most of all events, are decoded in C from bpf/events.h (sensor/_decode.c), into the
+# same named tuples.
+_decode.set_types(Header, OpenEvent, {m.value: m for m in abi.KernelAction}, {m.value: m for m in abi.OpenSyscall},
+                  DecodeError)
 
 
 def _decode_opened(data: bytes) -> OpenedEvent:
@@ -368,7 +361,7 @@ _DECODERS = {
     abi.EventType.EXEC: _decode_exec,
     abi.EventType.FORK: _decode_fork,
     abi.EventType.EXIT: _decode_exit,
-    abi.EventType.OPEN: _decode_open,
+    abi.EventType.OPEN: _decode.open_event,
     abi.EventType.CWD: _decode_cwd,
     abi.EventType.OPENED: _decode_opened,
     abi.EventType.CONNECT: _decode_connect,

@@ -19,12 +19,9 @@ from .decode import AT_FDCWD, CwdEvent, ExecEvent, FileChangeEvent, ForkEvent, O
 from .profiles import Profile
 from .repeats import WINDOW_NS
 
-try:
-    from . import _paths
-    from ._paths import FileStat
-except ImportError as exc:  # a source tree the package was not installed from
-    raise ImportError(f"{exc}: sensor/_paths.c is not compiled; run `make setup` (or `pip install -e .`) "
-                      "in the source tree") from exc
+from .compiled import _paths
+
+FileStat = _paths.FileStat
 
 EXITED_KEPT = 4096  # exited processes remembered for the ancestry of later alerts
 FDS_KEPT = 1024     # open files remembered per process (the oldest are forgotten first)

@@ -12,6 +12,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sensor import abi
 from sensor.decode import (
@@ -365,3 +367,49 @@ def test_sockaddr_addrlen_larger_than_capture():
     assert decode_sockaddr(addr, 1 << 20) == (socket.AF_INET, "127.0.0.1", 22)
     ev = decode(connect_bytes(addr, addrlen=0xFFFFFFFF))
     assert (ev.address, ev.port) == ("127.0.0.1", 22)
+
+
+# -- the open event, decoded in C (sensor/_decode.c) ----------------------------------------------
+
+u32 = st.integers(0, 2**32 - 1)
+s32 = st.integers(-2**31, 2**31 - 1)
+
+
+@st.composite
+def headers(draw) -> abi.EventHeader:
+    hdr = abi.EventHeader(ktime_ns=draw(st.integers(0, 2**64 - 1)), cgroup_id=draw(st.integers(0, 2**64 - 1)),
+                          pid=draw(u32), tid=draw(u32), uid=draw(u32), gid=draw(u32),
+                          slot=draw(st.one_of(st.integers(0, abi.MAX_SLOTS - 1), st.just(abi.NO_SLOT))),
+                          kernel_action=draw(st.sampled_from(list(abi.KernelAction))))
+    comm = draw(st.binary(max_size=abi.COMM_LEN))
+    ctypes.memmove(ctypes.addressof(hdr) + abi.EventHeader.comm.offset, comm, len(comm))
+    return hdr
+
+
+@settings(max_examples=300, deadline=None)
+@given(hdr=headers(), dirfd=s32, flags=u32, mode=u32, syscall=st.sampled_from(list(abi.OpenSyscall)),
+       path=st.binary(max_size=300), info=st.integers(0, 7), names_gen=u32, result=s32)
+def test_an_open_decodes_to_the_fields_it_was_built_with(hdr, dirfd, flags, mode, syscall, path, info, names_gen,
+                                                          result):
+    """Against the ctypes mirror of bpf/events.h: every field as built, a name that is not UTF-8
+    kept byte for byte, and the header exactly as decode.py reads it for every other event."""
+    ev = abi.OpenEvent(hdr=hdr, dirfd=dirfd, flags=flags, mode=mode, syscall=syscall, path_len=len(path) + 1,
+                       info=info, names_gen=names_gen, result=result)
+    ev.hdr.type = abi.EventType.OPEN
+    put(ev, "path", path)
+    got = decode(bytes(ev)[: abi.OpenEvent.path.offset + len(path) + 1])
+    exit_event = abi.ExitEvent(hdr=hdr)
+    exit_event.hdr.type = abi.EventType.EXIT
+    assert type(got) is OpenEvent and got.hdr == decode(bytes(exit_event)).hdr
+    assert (got.dirfd, got.flags, got.mode, got.syscall, got.names_gen) == (dirfd, flags, mode, syscall, names_gen)
+    assert got.path == os.fsdecode(path.split(b"\0")[0])
+    assert (got.truncated, got.read_at_exit) == (bool(info & abi.OpenInfo.PATH_TRUNCATED),
+                                                 bool(info & abi.OpenInfo.READ_AT_EXIT))
+    assert got.result == (None if info & abi.OpenInfo.SENT_AT_ENTRY else result)
+
+
+def test_an_open_with_an_unknown_kernel_action_is_an_error():
+    ev = build(abi.OpenEvent, abi.EventType.OPEN, syscall=abi.OpenSyscall.OPENAT, path_len=0)
+    ev.hdr.kernel_action = 9
+    with pytest.raises(DecodeError, match="unknown kernel_action 9"):
+        decode(bytes(ev)[: abi.OpenEvent.path.offset])

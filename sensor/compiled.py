@@ -1,0 +1,10 @@
+"""The C modules `pip install` builds (sensor/_paths.c, sensor/_decode.c): imported here, so a
+source tree the package was not installed from fails with the command that builds them."""
+
+try:
+    from . import _decode, _paths
+except ImportError as exc:
+    raise ImportError(f"{exc}: sensor/_paths.c and sensor/_decode.c are not compiled; run `make setup` "
+                      "(or `pip install -e .`) in the source tree") from exc
+
+__all__ = ["_decode", "_paths"]
