@@ -2,9 +2,10 @@
  * bpf/events.h itself: the struct's own layout, no mirror to keep in step. sensor/decode.py
  * decodes every other event in Python and gives this module the types to build (set_types).
  *
- * In Python, through struct.unpack_from and the named tuples' constructors, an open took 1.7 us
- * to decode, an eighth of the judge's time for it. The result is the same: a decode.OpenEvent
- * holding a decode.Header, their fields as decode.py documents them. */
+ * In Python, through struct.unpack_from and the named tuples' constructors, an open took 1.5-1.7
+ * us to decode, an eighth of the judge's time for it; here 0.17 us. The result is the same: a
+ * decode.OpenEvent holding a decode.Header, their fields as decode.py documents them, in their
+ * order (set_types checks their number; tests/unit/test_decode.py each field). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

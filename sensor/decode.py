@@ -26,7 +26,7 @@ class DecodeError(ValueError):
     pass
 
 
-class Header(NamedTuple):
+class Header(NamedTuple):  # sensor/_decode.c builds it for opens: fields in this order
     ktime_ns: int
     cgroup_id: int
     pid: int
@@ -65,7 +65,7 @@ class ExitEvent(NamedTuple):
     kind = "exit"
 
 
-class OpenEvent(NamedTuple):
+class OpenEvent(NamedTuple):  # built by sensor/_decode.c: fields in this order
     hdr: Header
     dirfd: int
     flags: int
