@@ -301,6 +301,10 @@ def _decide_exec(event: ExecEvent, profile: Profile, target: Target | None) -> V
     if event.agent_start:
         return None  # the agent's own launch: it is what the profile describes, not an action of it
     target = target or Target(event.filename, event.filename, resolved=False)
+    if not target.canonical:
+        # Neither the kernel (at execve entry) nor /proc (the process was gone) showed what runs:
+        # nothing shows it was allowed, so it is not (fail closed, as for an open's name).
+        return _verdict(profile, RuleKind.EXEC, "exec", "", "executed a program whose name could not be read", "")
     for spelling in target.spellings:
         denied = profile.is_exec_denied(spelling)
         if denied is not None:

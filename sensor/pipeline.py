@@ -517,8 +517,12 @@ class Pipeline:
                                         names_seen=(event.names_gen, event.hdr.ktime_ns))
             self.table.note_open(event, target, process)
             return target
-        if isinstance(event, ExecEvent) and event.filename:
-            return self.table.resolve(event.hdr.pid, event.filename, event.dirfd)
+        if isinstance(event, ExecEvent):
+            if event.filename:
+                return self.table.resolve(event.hdr.pid, event.filename, event.dirfd)
+            # Not readable at execve entry (README, Known limits): the program that runs, as /proc
+            # showed it after the exec (ProcessTable.on_exec), judged like a name the kernel read.
+            return Target(process.exe, process.exe) if process.exe else None
         if isinstance(event, ConnectEvent) and event.family == socket.AF_UNIX and event.address[:1] not in ("", "@"):
             return self.table.resolve(event.hdr.pid, event.address)
         return None

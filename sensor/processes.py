@@ -234,10 +234,13 @@ class ProcessTable:
             put_newest(info.fds, fd, path, FDS_KEPT)
 
     def on_exec(self, event: ExecEvent) -> ProcessInfo:
+        """What the process runs now. Without a name and arguments in the event (not readable at
+        execve entry: README, Known limits) they are read from /proc; "" and () if the process
+        is already gone, never what it ran before the exec."""
         info = self.lookup(event.hdr.pid)
         program = self.resolve(event.hdr.pid, event.filename, event.dirfd).canonical if event.filename else ""
-        info.exe = program or _readlink(f"/proc/{info.pid}/exe") or info.exe
-        info.cmdline = event.argv or info.cmdline
+        info.exe = program or _readlink(f"/proc/{info.pid}/exe") or ""
+        info.cmdline = event.argv or tuple(_proc_cmdline(info.pid))
         info.uid = event.hdr.uid
         return info
 

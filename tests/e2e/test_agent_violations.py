@@ -4,11 +4,15 @@ and with on_violation: kill the agent and its children are gone."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 
 import pytest
 
 from tests.waiting import gone
+
+from .conftest import CLI
 
 KILLED = -9
 
@@ -186,3 +190,45 @@ def test_audit_only_enforces_nothing_and_says_what_it_would_have_done(tmp_path, 
             assert not a["action"].get("in_kernel")
     finally:
         assert stop_daemon(proc, log) == 0
+
+
+# A child that execs a name in its program's read-only data right after fork: fork does not map
+# that page into the child until the child touches it, so the tracepoint at execve entry (which
+# cannot fault a page in) reads no name, and the kernel cannot refuse the exec.
+EXEC_OF_A_LITERAL = r"""
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(void)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		execl("/usr/bin/id", "id", (char *)0);
+		_exit(127);
+	}
+	int status;
+	waitpid(pid, &status, 0);
+	return 0;
+}
+"""
+
+
+def test_exec_deny_catches_a_program_whose_name_the_kernel_could_not_read(daemon):
+    """User space judges such an exec by the program /proc shows after it: exec_deny still
+    alerts (README, Known limits: the kernel's refusal needs the name)."""
+    source, binary = daemon.workspace / "exec_literal.c", daemon.workspace / "exec_literal"
+    source.write_text(EXEC_OF_A_LITERAL)
+    subprocess.run([shutil.which("cc") or "gcc", "-O2", "-o", str(binary), str(source)], check=True)
+    agent = subprocess.Popen([CLI, "exec", "--server", daemon.server, "--profile", "e2e-alert", "--", str(binary)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = agent.communicate(timeout=30)
+    assert agent.returncode == 0, (out, err)
+    deadline = time.monotonic() + 10
+    while not (execs := [a for a in daemon.alerts_for(agent.pid) if a["rule"]["kind"] == "RULE_KIND_EXEC"]):
+        assert time.monotonic() < deadline, daemon.alerts_for(agent.pid, expect=0)
+        time.sleep(0.1)
+    (alert,) = execs
+    assert alert["rule"]["pattern"] == "/usr/bin/id" and "exec_deny" in alert["reason"]
+    assert alert["event"]["exec"]["resolved_path"] == "/usr/bin/id"
+    assert alert["event"]["exec"].get("filename", "") == "", "the kernel read the name: this test's case did not arise"
+    assert not alert["action"].get("in_kernel", False)

@@ -304,6 +304,16 @@ def test_exec_without_target_judges_filename(profile):
     assert_verdict(verdict, profile, RuleKind.EXEC, "exec", "/usr/bin/curl")
 
 
+def test_an_exec_whose_program_is_unknown_is_not_allowed(tmp_path):
+    """No name in the event (unreadable at execve entry) and none from /proc (the process was
+    gone): even `exec: ["/**"]` does not allow it, as nothing shows what ran."""
+    (tmp_path / "all.yaml").write_text('name: p\nexec: ["/**"]\n')
+    profile = load_profile_file(tmp_path / "all.yaml", homes=["/root"])
+    verdict = decide(exec_ev(""), profile)
+    assert_verdict(verdict, profile, RuleKind.EXEC, "exec", "")
+    assert "could not be read" in verdict.reason
+
+
 @pytest.mark.parametrize("program", ["/usr/bin/curl", "/usr/bin/git", ""])
 def test_agent_start_is_never_judged(profile, program):
     event = exec_ev(program, ExecFlags.AGENT_START | ExecFlags.KERNEL_MATCHED)
