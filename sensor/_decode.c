@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "events.h"
+#include "_named_tuple.h"
 
 #define PATH_AT offsetof(struct open_event, path)
 
@@ -24,22 +25,6 @@ static PyObject *kernel_actions, *open_syscalls, *decode_error;
 #define HEADER_FIELDS 9
 #define OPEN_FIELDS 10
 
-/* How many fields a named tuple type has; -1 for another type. */
-static Py_ssize_t fields(PyObject *type)
-{
-	PyObject *names;
-	Py_ssize_t n = -1;
-
-	if (!PyType_IsSubtype((PyTypeObject *)type, &PyTuple_Type))
-		return -1;
-	names = PyObject_GetAttrString(type, "_fields");
-	if (names != NULL && PyTuple_Check(names))
-		n = PyTuple_GET_SIZE(names);
-	Py_XDECREF(names);
-	PyErr_Clear();
-	return n;
-}
-
 static PyObject *set_types(PyObject *self, PyObject *args)
 {
 	PyObject *header, *open, *actions, *syscalls, *error;
@@ -47,7 +32,7 @@ static PyObject *set_types(PyObject *self, PyObject *args)
 	if (!PyArg_ParseTuple(args, "O!O!O!O!O:set_types", &PyType_Type, &header, &PyType_Type, &open,
 			      &PyDict_Type, &actions, &PyDict_Type, &syscalls, &error))
 		return NULL;
-	if (fields(header) != HEADER_FIELDS || fields(open) != OPEN_FIELDS)
+	if (named_tuple_fields(header) != HEADER_FIELDS || named_tuple_fields(open) != OPEN_FIELDS)
 		return PyErr_Format(PyExc_TypeError, "set_types: Header and OpenEvent must be named tuples of %d and %d "
 				    "fields, as sensor/_decode.c builds them", HEADER_FIELDS, OPEN_FIELDS);
 	Py_XSETREF(header_type, (PyTypeObject *)Py_NewRef(header));
@@ -79,16 +64,6 @@ static PyObject *member(PyObject *members, unsigned long value, const char *what
 		PyErr_Format(decode_error, "unknown %s %lu", what, value);
 	return Py_XNewRef(found);
 }
-
-/* Item i of the named tuple t being filled, or to fail: t was made by its type's tp_alloc, as
- * tuple.__new__ makes one, so an item not yet set is NULL, which tuples' dealloc skips. */
-#define PUT(t, i, expr)                    \
-	do {                               \
-		PyObject *v_ = (expr);     \
-		if (v_ == NULL)            \
-			goto fail;         \
-		PyTuple_SET_ITEM(t, i, v_); \
-	} while (0)
 
 static PyObject *header(const struct event_header *h)
 {

@@ -8,7 +8,7 @@ import os
 import pwd
 import stat
 from collections import OrderedDict
-from functools import cached_property
+from functools import cached_property, partial
 from dataclasses import dataclass, field
 
 import psutil
@@ -21,7 +21,7 @@ from .repeats import WINDOW_NS
 
 from .compiled import _paths
 
-FileStat = _paths.FileStat
+_paths.set_types(Target)
 
 EXITED_KEPT = 4096  # exited processes remembered for the ancestry of later alerts
 FDS_KEPT = 1024     # open files remembered per process (the oldest are forgotten first)
@@ -270,7 +270,6 @@ class ProcessTable:
         """Absolute and canonical spellings of a path as process pid named it. follow=False for
         operations on the name itself (unlink, rename, link): a final symlink is not followed.
         names_seen: an open's (names_gen, ktime_ns), for CanonicalDirs."""
-        resolved = True
         if not path.startswith("/"):
             info = self.get(pid)
             if dirfd == AT_FDCWD and info is not None and info.cwd:
@@ -287,25 +286,26 @@ class ProcessTable:
         # `..` is resolved by realpath, after the symlink before it, as the kernel does: a
         # lexical normpath would turn /proc/PID/cwd/../x into /proc/PID/x.
         absolute = _proc_self_as(pid, path)
-        found = self._canonical_dirs.lookup(absolute, names_seen) if follow and names_seen else None
-        if found is not None:
-            canonical, st = found
+        literal = _tidy(path)
+        if follow and names_seen:
+            known = self._canonical_dirs.target(literal, absolute, *names_seen)
+            if known is not None:
+                return known
+        if follow:
+            canonical = realpath(absolute)
         else:
-            if follow:
-                canonical = realpath(absolute)
-            else:
-                head, name = os.path.split(absolute.rstrip("/") or "/")
-                canonical = os.path.join(realpath(head), name) if name not in ("", ".", "..") \
-                    else realpath(absolute)
-            try:
-                st = os.stat(canonical, follow_symlinks=follow)
-            except OSError:
-                st = None
-            if names_seen and follow and canonical == absolute and st is not None:
-                self._canonical_dirs.add(canonical.rpartition("/")[0], names_seen)
+            head, name = os.path.split(absolute.rstrip("/") or "/")
+            canonical = os.path.join(realpath(head), name) if name not in ("", ".", "..") \
+                else realpath(absolute)
+        try:
+            st = os.stat(canonical, follow_symlinks=follow)
+        except OSError:
+            st = None
+        if names_seen and follow and canonical == absolute and st is not None:
+            self._canonical_dirs.add(canonical.rpartition("/")[0], names_seen)
         if st is None:
-            return Target(_tidy(path), canonical, resolved)
-        return Target(_tidy(path), canonical, resolved, (st.st_dev, st.st_ino), st.st_nlink, stat.S_ISDIR(st.st_mode))
+            return Target(literal, canonical)
+        return Target(literal, canonical, True, (st.st_dev, st.st_ino), st.st_nlink, stat.S_ISDIR(st.st_mode))
 
     def change_targets(self, event: FileChangeEvent) -> tuple[Target | None, Target | None]:
         """The names a file change acts on: (the changed file or a symlink's target, the second name)."""
@@ -354,25 +354,14 @@ class CanonicalDirs:
 
     def __init__(self) -> None:
         self._dirs: dict[str, tuple[int, int]] = {}  # directory -> (names_gen, expiry ktime)
+        # target(literal, absolute, names_gen, ktime_ns) -> the Target of a name in a known
+        # directory that is not itself a symlink; None: resolve it the long way. In C
+        # (sensor/_paths.c): the lookup and the Target cost the judge more than the statx.
+        self.target = partial(_paths.known_name, self._dirs)
 
     def add(self, directory: str, names_seen: tuple[int, int]) -> None:
         generation, now_ns = names_seen
         put_newest(self._dirs, directory or "/", (generation, now_ns + WINDOW_NS), CANONICAL_DIRS_KEPT)
-
-    def lookup(self, absolute: str, names_seen: tuple[int, int]) -> tuple[str, FileStat | None] | None:
-        """(canonical path, its lstat or None if there is no such file) for a name in a known
-        directory that is not itself a symlink; None: resolve it the long way."""
-        directory, _, name = absolute.rpartition("/")
-        entry = self._dirs.get(directory or "/")
-        if entry is None or name in ("", ".", "..") or entry[0] != names_seen[0] or names_seen[1] > entry[1]:
-            return None
-        try:
-            st = _paths.lstat(absolute)  # holding the GIL: sensor/_paths.c says why
-        except FileNotFoundError:
-            return absolute, None
-        except OSError:
-            return None
-        return None if stat.S_ISLNK(st.st_mode) else (absolute, st)
 
 
 def put_newest(entries: dict, key, value, most: int) -> None:

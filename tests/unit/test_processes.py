@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sensor.processes as processes_mod
 from sensor import _paths
@@ -449,20 +451,52 @@ def test_canonical_directories_are_bounded(base, monkeypatch):
     dirs = processes_mod.CanonicalDirs()
     for i in range(5):
         dirs.add(f"{base}/d{i}", (0, 0))
-    assert [d for d in (f"{base}/d{i}" for i in range(5)) if dirs.lookup(d + "/x", (0, 0))] == [
+    assert [d for d in (f"{base}/d{i}" for i in range(5)) if dirs.target(d + "/x", d + "/x", 0, 0)] == [
         f"{base}/d2", f"{base}/d3", f"{base}/d4"]
 
 
-def test_lstat_in_c_agrees_with_os_lstat(base):
-    (base / "f").write_text("x")
-    os.link(base / "f", base / "hard")
-    (base / "link").symlink_to(base / "f")
-    (base / "\udcff").write_text("not UTF-8")  # the byte 0xff, as os.fsdecode spells it
-    for name in [base / "f", base / "link", base / "\udcff", base, "/proc/self/exe", "/dev/null"]:
-        ours, theirs = _paths.lstat(str(name)), os.lstat(name)
-        assert (ours.st_dev, ours.st_ino, ours.st_nlink, ours.st_mode) == (
-            theirs.st_dev, theirs.st_ino, theirs.st_nlink, theirs.st_mode), name
-    with pytest.raises(FileNotFoundError):
-        _paths.lstat(str(base / "missing"))
-    with pytest.raises(NotADirectoryError):
-        _paths.lstat(str(base / "f" / "x"))
+@pytest.fixture(scope="module")
+def known_dir(tmp_path_factory):
+    """A directory with a name of every kind a Target tells apart."""
+    d = tmp_path_factory.mktemp("known")
+    (d / "f").write_text("x")
+    os.link(d / "f", d / "hard")
+    (d / "link").symlink_to(d / "f")
+    (d / "dangling").symlink_to(d / "missing")
+    (d / "sub").mkdir()
+    (d / ".env").write_text("x")
+    (d / "\udcff").write_text("not UTF-8")  # the byte 0xff, as os.fsdecode spells it
+    return d
+
+
+NAMES = ["f", "hard", "link", "dangling", "sub", ".env", "\udcff", "missing", ".", "..", "", "f/x", "sub/f",
+         "sub/", "./f", "sub/../f", ".envx", "..f"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.one_of(st.sampled_from(NAMES),
+                      st.lists(st.sampled_from(["f", ".", "/", "\udcff", "e", "sub", "link"]), max_size=6).map("".join)))
+def test_a_name_in_a_known_directory_resolves_in_c_as_the_long_way_does(known_dir, name):
+    """CanonicalDirs.target (sensor/_paths.c) gives the Target realpath and a stat give, every
+    field of it, or leaves the name to them."""
+    table = ProcessTable()
+    table.resolve(os.getpid(), f"{known_dir}/f", names_seen=(7, 0))  # the directory is now known
+    path = f"{known_dir}/{name}"
+    known = table._canonical_dirs.target(path, path, 7, 1)
+    long_way = ProcessTable().resolve(os.getpid(), path)
+    assert table.resolve(os.getpid(), path, names_seen=(7, 1)) == long_way
+    if known is not None:
+        assert known == long_way and type(known) is Target
+
+
+def test_a_name_through_proc_self_keeps_its_spelling_in_a_known_directory():
+    table = ProcessTable()
+    first = table.resolve(os.getpid(), "/proc/self/status", names_seen=(1, 0))
+    assert table._canonical_dirs.target(first.literal, first.canonical, 1, 1) is not None
+    assert table.resolve(os.getpid(), "/proc/self/status", names_seen=(1, 1)) == first == Target(
+        "/proc/self/status", f"/proc/{os.getpid()}/status", True, first.file_id, 1, False)
+
+
+def test_known_name_builds_only_a_target_of_six_fields():
+    with pytest.raises(TypeError, match="Target must be a named tuple of 6 fields"):
+        _paths.set_types(tuple)
