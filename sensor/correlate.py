@@ -74,13 +74,12 @@ def decide(event: Event, profile: Profile, target: Target | None = None,
     program: what the process runs (canonical path): a broker may open its secrets.
     sensor_files: the sensor's own files and directories (a directory ends with "/"): no agent
     changes them, whatever its profile."""
-    tamper = _changes_sensor_file(event, target, target2, sensor_files)
-    if tamper is not None:
-        return tamper
     if isinstance(event, OpenEvent):
-        return _decide_open(event, profile, target, secret_files, program)
+        return decide_open(event, profile, target, secret_files, program, sensor_files)
     if isinstance(event, FileChangeEvent):
-        return _decide_change(event, profile, target, target2, secret_files)
+        changed = (target2,) if event.op == FileOp.SYMLINK else (target, target2)
+        return _changes_sensor_file(changed, sensor_files) or _decide_change(event, profile, target, target2,
+                                                                             secret_files)
     if isinstance(event, InterfaceEvent):
         return _decide_interface(event, profile)
     if isinstance(event, ConnectEvent):
@@ -109,8 +108,14 @@ def _open_words(event: OpenEvent) -> tuple[str, str]:
     return "opened", ""
 
 
-def _decide_open(event: OpenEvent, profile: Profile, target: Target | None,
-                 secret_files: Mapping[tuple[int, int], str], program: str) -> Verdict | None:
+def decide_open(event: OpenEvent, profile: Profile, target: Target | None = None,
+                secret_files: Mapping[tuple[int, int], str] = NO_FILES, program: str = "",
+                sensor_files: tuple[str, ...] = ()) -> Verdict | None:
+    """decide() for an open, nearly every event an agent sends: called directly, its type known."""
+    if event.is_write:
+        tamper = _changes_sensor_file((target,), sensor_files)
+        if tamper is not None:
+            return tamper
     opened, outcome = _open_words(event)
     if not event.path:
         # The kernel could not read the name even after the syscall (a bad or unmapped pointer):
@@ -174,15 +179,10 @@ CHANGE_VERBS = {
 }
 
 
-def _changes_sensor_file(event: Event, target: Target | None, target2: Target | None,
-                         sensor_files: tuple[str, ...]) -> Verdict | None:
-    if isinstance(event, OpenEvent) and event.is_write:
-        names = (target,)
-    elif isinstance(event, FileChangeEvent):
-        names = (target2,) if event.op == FileOp.SYMLINK else (target, target2)
-    else:
-        return None
-    for t in names:
+def _changes_sensor_file(changed: tuple[Target | None, ...], sensor_files: tuple[str, ...]) -> Verdict | None:
+    """A tamper verdict if one of the names an open for writing or a file change acts on is one
+    of the sensor's own files."""
+    for t in changed:
         for spelling in t.spellings if t else ():
             if any(spelling == f or (f.endswith("/") and (spelling + "/").startswith(f)) for f in sensor_files):
                 return Verdict(kind=RuleKind.SENSOR_TAMPER, rule="sensor", pattern="",

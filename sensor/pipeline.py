@@ -14,14 +14,14 @@ import threading
 import time
 from pathlib import Path
 from collections import deque
-from typing import Iterator
+from typing import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import psutil
 
 from . import enforce
 from .alerts import AlertBus, add_ancestry, build_alert, complete_action, log_line
-from .correlate import Target, Verdict, decide
+from .correlate import Target, Verdict, decide, decide_open
 from .decode import (ConnectEvent, CwdEvent, DecodeError, DnsEvent, Event, EventLoss, ExecEvent, ExitEvent,
                      FileChangeEvent, ForkEvent, Header, InterfaceEvent, OpenEvent, OpenedEvent, decode)
 from . import dns_names
@@ -102,7 +102,8 @@ class Pipeline:
         self.lock = threading.RLock()  # the event loop and gRPC threads share the table
         self._handlers = {ExecEvent: self._on_exec, ForkEvent: self.table.on_fork, CwdEvent: self.table.on_cwd,
                           OpenedEvent: self.table.on_opened, ExitEvent: self._on_exit, DnsEvent: self._on_dns,
-                          **dict.fromkeys((OpenEvent, ConnectEvent, FileChangeEvent, InterfaceEvent), self._judge)}
+                          OpenEvent: self._judge_open,
+                          **dict.fromkeys((ConnectEvent, FileChangeEvent, InterfaceEvent), self._judge)}
 
     def assign_slots(self, profiles: list[Profile]) -> dict[str, int]:
         """A profile keeps its slot (the kernel's name for it) for as long as its name is loaded;
@@ -397,6 +398,7 @@ class Pipeline:
                                   repeats=c.count)
 
     def _judge(self, event: Event) -> None:
+        """An agent's event of any kind but an open (_judge_open)."""
         process = self._agent_process(event)
         if process is None:
             return
@@ -404,18 +406,41 @@ class Pipeline:
         target, target2 = self.table.change_targets(event) if isinstance(event, FileChangeEvent) else (
             self._target(event, process), None)
         self._remember(agent, event, target)
-        secret_files = self.secret_files.of(agent.profile.name, target.file_id if target else None,
-                                            target.links if target else 1)
         names = self.names.names_of(agent.slot, event.ip) if isinstance(event, ConnectEvent) else ()
-        verdict = decide(event, agent.profile, target, secret_files, target2, names, process.exe, self.sensor_files)
-        if verdict is None:
-            if isinstance(event, OpenEvent):
-                self.repeats.allowed(event, target, agent)
-            if event.hdr.kernel_action:
-                log.error("the kernel acted on %s event of pid %d but no rule fires in user space: "
-                          "kernel and user-space rules disagree", event.kind, event.hdr.pid)
+        verdict = decide(event, agent.profile, target, self._secret_files(agent, target), target2, names, process.exe,
+                         self.sensor_files)
+        self._conclude(verdict, event, agent, process, target, target2)
+
+    def _judge_open(self, event: OpenEvent) -> None:
+        """_judge for an open, nearly every event an agent sends: the same steps, its type known."""
+        process = self._agent_process(event)
+        if process is None:
             return
-        self._alert(verdict, event, agent, process, target, target2)
+        agent = process.agent
+        target = None
+        if event.path:
+            target = self.table.resolve(event.hdr.pid, event.path, event.dirfd,
+                                        names_seen=(event.names_gen, event.hdr.ktime_ns))
+            self.table.note_open(event, target, process)
+        self._remember_text(agent, event, target.canonical if target else "")
+        verdict = decide_open(event, agent.profile, target, self._secret_files(agent, target), process.exe,
+                              self.sensor_files)
+        if verdict is None:
+            self.repeats.allowed(event, target, agent)
+        self._conclude(verdict, event, agent, process, target)
+
+    def _secret_files(self, agent: AgentInstance, target: Target | None) -> Mapping[tuple[int, int], str]:
+        """The identities of the agent's secrets, read again first if the target may be a new one."""
+        return self.secret_files.of(agent.profile.name, target.file_id if target else None,
+                                    target.links if target else 1)
+
+    def _conclude(self, verdict: Verdict | None, event: Event, agent: AgentInstance, process: ProcessInfo,
+                  target: Target | None, target2: Target | None = None) -> None:
+        if verdict is not None:
+            self._alert(verdict, event, agent, process, target, target2)
+        elif event.hdr.kernel_action:
+            log.error("the kernel acted on %s event of pid %d but no rule fires in user space: "
+                      "kernel and user-space rules disagree", event.kind, event.hdr.pid)
 
     def _alert(self, verdict: Verdict, event: Event, agent: AgentInstance, process: ProcessInfo,
                target: Target | None = None, target2: Target | None = None) -> None:
@@ -512,11 +537,6 @@ class Pipeline:
             complete_action(alert, True, "alert only")
 
     def _target(self, event: Event, process: ProcessInfo) -> Target | None:
-        if isinstance(event, OpenEvent) and event.path:
-            target = self.table.resolve(event.hdr.pid, event.path, event.dirfd,
-                                        names_seen=(event.names_gen, event.hdr.ktime_ns))
-            self.table.note_open(event, target, process)
-            return target
         if isinstance(event, ExecEvent):
             if event.filename:
                 return self.table.resolve(event.hdr.pid, event.filename, event.dirfd)
