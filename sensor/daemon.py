@@ -269,8 +269,7 @@ class Daemon:
                 events_backlog=self.source.backlog, backlog_drops=self.source.drops,
                 lost_by_agent={a.id: self.pipeline.lost.get(root, 0) for root, a in self.pipeline.instances.items()
                                if self.pipeline.lost.get(root)},
-                events_by_agent={a.id: self.pipeline.events_by_run.get(root, 0)
-                                 for root, a in self.pipeline.instances.items()},
+                events_by_agent={a.id: a.events for a in self.pipeline.instances.values()},
                 repeats_counted=self.pipeline.repeats.counted, repeats_cached=len(self.pipeline.repeats),
                 spool=pb.AlertSpool(path=str(self.spool_path), oldest_id=self.bus.spool.oldest_id(),
                                     last_id=self.bus.last_published, consumer_catch_ups=self.bus.catch_ups),

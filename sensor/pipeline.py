@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from collections import deque
 from typing import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psutil
 
@@ -69,7 +69,6 @@ class Counters:
     dns_unparsed: int = 0        # captured on a resolver socket but not one whole DNS message
     dns_untrusted: int = 0       # answers from a resolver the profile does not allow: not learned from
     dns_not_compiled: int = 0    # learned addresses whose ports did not fit the kernel: user space judges them
-    by_type: dict[str, int] = field(default_factory=dict)
 
 
 class ReloadError(Exception):
@@ -96,7 +95,6 @@ class Pipeline:
         self.names = dns_names.ResolvedNames()  # what agents' DNS answers resolved, per slot
         self.policies: dict[int, KernelPolicy] = {}
         self.lost: dict[int, int] = {}  # root pid -> its lost events already reported
-        self.events_by_run: dict[int, int] = {}  # root pid -> events judged (for status and top)
         self.feed = EventFeed()  # StreamEvents
         self.sensor_files: tuple[str, ...] = ()  # set by protect_sensor_files
         self.lock = threading.RLock()  # the event loop and gRPC threads share the table
@@ -239,17 +237,18 @@ class Pipeline:
         """The process an event of a tracked process came from, with the agent run it belongs to
         (its .agent); None for a process of no agent run."""
         info = self.table.get(event.hdr.pid)
-        if info is not None and info.agent is not None:
-            return info
-        entry = self.bpf.tracked().get(event.hdr.pid)
-        if entry is None or event.hdr.slot not in self.by_slot:
-            return None
-        agent = self.instances.get(entry.root_pid)
-        if agent is None:
-            agent = AgentInstance(profile=self.by_slot[event.hdr.slot], slot=event.hdr.slot,
-                                  root_pid=entry.root_pid, start_ticks=start_ticks(entry.root_pid), how="kernel")
-            self.instances[entry.root_pid] = agent
-        return self.table.attach(event.hdr.pid, agent)
+        if info is None or info.agent is None:
+            entry = self.bpf.tracked().get(event.hdr.pid)
+            if entry is None or event.hdr.slot not in self.by_slot:
+                return None
+            agent = self.instances.get(entry.root_pid)
+            if agent is None:
+                agent = AgentInstance(profile=self.by_slot[event.hdr.slot], slot=event.hdr.slot,
+                                      root_pid=entry.root_pid, start_ticks=start_ticks(entry.root_pid), how="kernel")
+                self.instances[entry.root_pid] = agent
+            info = self.table.attach(event.hdr.pid, agent)
+        info.agent.events += 1
+        return info
 
     # -- events ----------------------------------------------------------------------------
     def handle(self, data: bytes) -> None:
@@ -261,7 +260,6 @@ class Pipeline:
                 self.counters.decode_errors += 1
                 log.warning("dropped an undecodable event: %s", exc)
                 return
-            self._count(event.kind, event.hdr.pid, event.hdr.slot)
             handler = self._handlers.get(type(event))
             if handler is None:
                 return
@@ -270,13 +268,6 @@ class Pipeline:
             except Exception:  # noqa: BLE001 - one bad event must not stop the sensor
                 self.counters.handler_errors += 1
                 log.exception("error handling %s event of pid %d (counted in status)", event.kind, event.hdr.pid)
-
-    def _count(self, kind: str, pid: int, slot: int | None) -> None:
-        self.counters.by_type[kind] = self.counters.by_type.get(kind, 0) + 1
-        if slot is not None:
-            info = self.table.get(pid)
-            if info is not None and info.agent is not None:
-                self.events_by_run[info.agent.root_pid] = self.events_by_run.get(info.agent.root_pid, 0) + 1
 
     def _on_exec(self, event: ExecEvent) -> None:
         pid = event.hdr.pid
@@ -305,7 +296,6 @@ class Pipeline:
             self.bpf.forget_dns(agent.root_pid)
             self.bpf.forget_lost(agent.root_pid)
             self.lost.pop(agent.root_pid, None)
-            self.events_by_run.pop(agent.root_pid, None)
             log.info("agent %s ended", agent.id)
 
     def _on_dns(self, event: DnsEvent) -> None:
@@ -392,7 +382,7 @@ class Pipeline:
     def _report_repeats(self, counted: Iterator[Counted]) -> None:
         for c in counted:
             agent = c.agent
-            self.events_by_run[agent.root_pid] = self.events_by_run.get(agent.root_pid, 0) + c.count
+            agent.events += c.count
             if self.feed.listening:
                 self.feed.publish(agent.profile.name, agent.id, c.key.tgid, "open", c.key.path, False, c.last_ns,
                                   repeats=c.count)

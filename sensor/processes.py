@@ -37,6 +37,7 @@ class AgentInstance:
     root_pid: int
     start_ticks: int | None
     how: str  # "exec" (agent-sensor exec), "kernel-match", "match", "rescan"
+    events: int = 0  # judged so far, and the repeats the kernel counted (status, top)
 
     @cached_property  # named in every event the stream carries; a reload keeps the profile's name
     def id(self) -> str:
