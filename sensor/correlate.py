@@ -111,32 +111,36 @@ def _open_words(event: OpenEvent) -> tuple[str, str]:
 def decide_open(event: OpenEvent, profile: Profile, target: Target | None = None,
                 secret_files: Mapping[tuple[int, int], str] = NO_FILES, program: str = "",
                 sensor_files: tuple[str, ...] = ()) -> Verdict | None:
-    """decide() for an open, nearly every event an agent sends: called directly, its type known."""
-    if event.is_write:
+    """decide() for an open, nearly every event an agent sends: called directly, its type known.
+    Most opens are allowed: the words of a verdict are found only for one."""
+    writing = event.is_write
+    if writing:
         tamper = _changes_sensor_file((target,), sensor_files)
         if tamper is not None:
             return tamper
-    opened, outcome = _open_words(event)
     if not event.path:
         # The kernel could not read the name even after the syscall (a bad or unmapped pointer):
         # nothing can show the file was allowed, so it is not (fail closed).
-        kind, rule = (RuleKind.FILE_WRITE, "files.write") if event.is_write else (RuleKind.FILE_READ, "files.read")
+        opened, outcome = _open_words(event)
+        kind, rule = (RuleKind.FILE_WRITE, "files.write") if writing else (RuleKind.FILE_READ, "files.read")
         return _verdict(profile, kind, rule, "", f"{opened} a file whose name could not be read{outcome}", "")
     target = target or Target(event.path, event.path, resolved=False)
     # A secret is matched under any spelling: a symlink into ~/.aws is still ~/.aws.
     for spelling in target.spellings:
         glob = profile.is_secret(spelling)
-        if glob is not None and program and profile.brokered_by(program, target.canonical):
+        if glob is None:
+            continue
+        if program and profile.brokered_by(program, target.canonical):
             return None  # the secret's broker, reading it for the agent
-        if glob is not None:
-            how = "" if spelling == target.literal else f" (via {target.literal})"
-            return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", glob.text,
-                            f"{opened} secret {spelling}{how} for {'writing' if event.is_write else 'reading'}"
-                            f"{outcome}",
-                            spelling)
+        opened, outcome = _open_words(event)
+        how = "" if spelling == target.literal else f" (via {target.literal})"
+        return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", glob.text,
+                        f"{opened} secret {spelling}{how} for {'writing' if writing else 'reading'}{outcome}",
+                        spelling)
     # The same file under another name: a hard link, a bind mount, /proc/PID/root/...
     if target.file_id is not None and target.file_id in secret_files:
         glob = secret_files[target.file_id]
+        opened, outcome = _open_words(event)
         return _verdict(profile, RuleKind.SECRET_ACCESS, "secrets", glob,
                         f"{opened} {target.canonical}, which is the same file as secret {glob} "
                         f"(hard link, bind mount or another path to it){outcome}", target.canonical)
@@ -147,16 +151,14 @@ def decide_open(event: OpenEvent, profile: Profile, target: Target | None = None
     # Allow-lists judge the canonical path only: a symlink placed in an allowed directory must
     # not open the door to the file it points at. It is one of the spellings found no secret above.
     path = target.canonical
-    unresolved = "" if target.resolved else " (relative path; the process's directory was unknown)"
-    if event.is_write:
-        if not profile.lists_allow_write(path):
-            return _verdict(profile, RuleKind.FILE_WRITE, "files.write", "",
-                            f"{opened} {path} for writing, outside files.write{unresolved}{outcome}", path)
+    if profile.lists_allow_write(path) if writing else profile.lists_allow_read(path):
         return None
-    if not profile.lists_allow_read(path):
-        return _verdict(profile, RuleKind.FILE_READ, "files.read", "",
-                        f"{opened} {path} for reading, outside files.read{unresolved}{outcome}", path)
-    return None
+    opened, outcome = _open_words(event)
+    unresolved = "" if target.resolved else " (relative path; the process's directory was unknown)"
+    kind, rule, purpose = ((RuleKind.FILE_WRITE, "files.write", "writing") if writing
+                           else (RuleKind.FILE_READ, "files.read", "reading"))
+    return _verdict(profile, kind, rule, "", f"{opened} {path} for {purpose}, outside {rule}{unresolved}{outcome}",
+                    path)
 
 
 def _secret_of(profile: Profile, target: Target, secret_files: Mapping[tuple[int, int], str]) -> str | None:
