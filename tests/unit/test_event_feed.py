@@ -36,6 +36,8 @@ def test_records_in_order_in_batches_of_at_most_the_asked_size():
     assert (r.agent, r.instance_id, r.pid, r.type, r.what, r.kernel_acted, r.repeats, r.dropped) == (
         "crm", "crm/1.2", 102, "open", "/srv/f2", False, 2, 0)
     assert abs(r.time.ToNanoseconds() - wall_ns(T0 + 2)) < 50_000_000  # the kernel's stamp as wall time
+    # Fields left at their default are not set: each record still says what was set.
+    assert [(r.kernel_acted, r.repeats) for r in [*first.records, *second.records]] == [(False, 0), (True, 1), (False, 2)]
     assert consumer.take(2, 0) is None
 
 
