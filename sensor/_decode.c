@@ -1,12 +1,13 @@
-/* The open event, the one agents send most (one per file they open), decoded in C from
- * bpf/events.h itself: the struct's own layout, no mirror to keep in step. sensor/decode.py
- * decodes every other event in Python and gives this module the types to build (set_types).
+/* Events from the ring buffer, dispatched by type in C, and the open event, the one agents send
+ * most (one per file they open), decoded in C from bpf/events.h itself: the struct's own layout,
+ * no mirror to keep in step. sensor/decode.py decodes every other event in Python and gives this
+ * module the types to build and its decoders (set_types).
  *
  * In Python, through struct.unpack_from and the named tuples' constructors, an open took 1.5-1.7
- * us to decode, an eighth of the judge's time for it; here 0.17 us. The result is the same: a
- * decode.OpenEvent holding a decode.Header, their fields as decode.py documents them, in their
- * order (set_types checks their number; tests/unit/test_decode.py each field). */
-
+ * us to decode, an eighth of the judge's time for it; here 0.17 us, and the dispatch by type
+ * (0.3 us in Python) next to nothing. The result is the same: a decode.OpenEvent holding a
+ * decode.Header, their fields as decode.py documents them, in their order (set_types checks
+ * their number; tests/unit/test_decode.py each field). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
@@ -18,19 +19,20 @@
 #define PATH_AT offsetof(struct open_event, path)
 
 /* Set once by set_types, before the first event: decode.Header, decode.OpenEvent, the values of
- * abi.KernelAction and abi.OpenSyscall to their members, decode.DecodeError. */
+ * abi.KernelAction and abi.OpenSyscall to their members, decode.DecodeError, and the decoders of
+ * the other event types (their values to functions of the event's bytes). */
 static PyTypeObject *header_type, *open_type;
-static PyObject *kernel_actions, *open_syscalls, *decode_error;
+static PyObject *kernel_actions, *open_syscalls, *decode_error, *decoders;
 
 #define HEADER_FIELDS 9
 #define OPEN_FIELDS 10
 
 static PyObject *set_types(PyObject *self, PyObject *args)
 {
-	PyObject *header, *open, *actions, *syscalls, *error;
+	PyObject *header, *open, *actions, *syscalls, *error, *others;
 
-	if (!PyArg_ParseTuple(args, "O!O!O!O!O:set_types", &PyType_Type, &header, &PyType_Type, &open,
-			      &PyDict_Type, &actions, &PyDict_Type, &syscalls, &error))
+	if (!PyArg_ParseTuple(args, "O!O!O!O!OO!:set_types", &PyType_Type, &header, &PyType_Type, &open,
+			      &PyDict_Type, &actions, &PyDict_Type, &syscalls, &error, &PyDict_Type, &others))
 		return NULL;
 	if (named_tuple_fields(header) != HEADER_FIELDS || named_tuple_fields(open) != OPEN_FIELDS)
 		return PyErr_Format(PyExc_TypeError, "set_types: Header and OpenEvent must be named tuples of %d and %d "
@@ -40,6 +42,7 @@ static PyObject *set_types(PyObject *self, PyObject *args)
 	Py_XSETREF(kernel_actions, Py_NewRef(actions));
 	Py_XSETREF(open_syscalls, Py_NewRef(syscalls));
 	Py_XSETREF(decode_error, Py_NewRef(error));
+	Py_XSETREF(decoders, Py_NewRef(others));
 	Py_RETURN_NONE;
 }
 
@@ -126,15 +129,44 @@ fail:
 	return NULL;
 }
 
+/* decode(data: bytes) -> the event: an open here, any other type by its decoder from set_types;
+ * decode.DecodeError for a record shorter than a header or of an unknown type. */
+static PyObject *decode(PyObject *self, PyObject *data)
+{
+	__u32 type;
+	PyObject *key, *decoder;
+
+	if (decoders == NULL)
+		return PyErr_Format(PyExc_RuntimeError, "sensor._decode.set_types was not called");
+	if (!PyBytes_Check(data))
+		return PyErr_Format(PyExc_TypeError, "decode: bytes expected, not %s", Py_TYPE(data)->tp_name);
+	if (PyBytes_GET_SIZE(data) < (Py_ssize_t)sizeof(struct event_header))
+		return PyErr_Format(decode_error, "event of %zd bytes is shorter than its header (%zu)",
+				    PyBytes_GET_SIZE(data), sizeof(struct event_header));
+	memcpy(&type, PyBytes_AS_STRING(data) + offsetof(struct event_header, type), sizeof(type));
+	if (type == EVENT_OPEN)
+		return open_event(self, data);
+	key = PyLong_FromUnsignedLong(type);
+	if (key == NULL)
+		return NULL;
+	decoder = PyDict_GetItemWithError(decoders, key);
+	Py_DECREF(key);
+	if (decoder == NULL)
+		return PyErr_Occurred() ? NULL : PyErr_Format(decode_error, "unknown event type %u", type);
+	return PyObject_CallOneArg(decoder, data);
+}
+
 static PyMethodDef methods[] = {
 	{"set_types", set_types, METH_VARARGS,
-	 "set_types(Header, OpenEvent, kernel_actions, open_syscalls, DecodeError): what open_event builds"},
+	 "set_types(Header, OpenEvent, kernel_actions, open_syscalls, DecodeError, decoders): what open_event "
+	 "builds, and the decoders of the other event types"},
+	{"decode", decode, METH_O, "decode(data) -> the event a ring-buffer record holds"},
 	{"open_event", open_event, METH_O, "open_event(data) -> OpenEvent, from an EVENT_OPEN record's bytes"},
 	{NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-	PyModuleDef_HEAD_INIT, "sensor._decode", "The open event decoded in C from bpf/events.h.", -1, methods,
+	PyModuleDef_HEAD_INIT, "sensor._decode", "Events dispatched by type, and the open event decoded, in C from bpf/events.h.", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__decode(void)

@@ -9,13 +9,12 @@ import os
 import socket
 import struct
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from . import abi
 from .compiled import _decode
 
 HEADER_SIZE = ctypes.sizeof(abi.EventHeader)
-_TYPE = struct.Struct("=I")  # the header's type field, read alone to pick the decoder
 AT_FDCWD = -100
 # Open flags that make an open a write (fcntl.h values, the same on every Linux architecture
 # the sensor supports).
@@ -282,12 +281,6 @@ def _decode_exit(data: bytes) -> ExitEvent:
     return ExitEvent(_header(data))
 
 
-# Opens, most of all events, are decoded in C from bpf/events.h (sensor/_decode.c), into the
-# same named tuples.
-_decode.set_types(Header, OpenEvent, {m.value: m for m in abi.KernelAction}, {m.value: m for m in abi.OpenSyscall},
-                  DecodeError)
-
-
 def _decode_opened(data: bytes) -> OpenedEvent:
     _need(data, ctypes.sizeof(abi.OpenedEvent), "OpenedEvent")
     (fd,) = _OPENED.unpack_from(data)
@@ -357,25 +350,21 @@ def _decode_dns(data: bytes) -> DnsEvent:
                     peer.ipv4_mapped or peer, peer_port, _field_bytes(data, abi.DnsEvent.data, length), total)
 
 
-_DECODERS = {
-    abi.EventType.EXEC: _decode_exec,
-    abi.EventType.FORK: _decode_fork,
-    abi.EventType.EXIT: _decode_exit,
-    abi.EventType.OPEN: _decode.open_event,
-    abi.EventType.CWD: _decode_cwd,
-    abi.EventType.OPENED: _decode_opened,
-    abi.EventType.CONNECT: _decode_connect,
-    abi.EventType.FILE_CHANGE: _decode_change,
-    abi.EventType.INTERFACE: _decode_interface,
-    abi.EventType.DNS: _decode_dns,
-}
+# Opens, most of all events, are decoded in C from bpf/events.h (sensor/_decode.c), into the
+# same named tuples; the C dispatch by type calls these for the others.
+_decode.set_types(Header, OpenEvent, {m.value: m for m in abi.KernelAction}, {m.value: m for m in abi.OpenSyscall},
+                  DecodeError, {
+                      abi.EventType.EXEC.value: _decode_exec,
+                      abi.EventType.FORK.value: _decode_fork,
+                      abi.EventType.EXIT.value: _decode_exit,
+                      abi.EventType.CWD.value: _decode_cwd,
+                      abi.EventType.OPENED.value: _decode_opened,
+                      abi.EventType.CONNECT.value: _decode_connect,
+                      abi.EventType.FILE_CHANGE.value: _decode_change,
+                      abi.EventType.INTERFACE.value: _decode_interface,
+                      abi.EventType.DNS.value: _decode_dns,
+                  })
 
-
-def decode(data: bytes) -> Event:
-    if len(data) < HEADER_SIZE:
-        raise DecodeError(f"event of {len(data)} bytes is shorter than its header ({HEADER_SIZE})")
-    (kind,) = _TYPE.unpack_from(data, abi.EventHeader.type.offset)
-    decoder = _DECODERS.get(kind)  # EventType members hash as their values
-    if decoder is None:
-        raise DecodeError(f"unknown event type {kind}")
-    return decoder(data)
+decode: Callable[[bytes], Event] = _decode.decode
+"""The event a ring-buffer record holds; DecodeError if it cannot be one (too short, an unknown
+type, a field out of range)."""
