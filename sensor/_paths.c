@@ -132,11 +132,88 @@ static PyObject *paths_realpath(PyObject *self, PyObject *path)
     return result;
 }
 
+/* Attribute names of profiles.globs._SegmentNode and of a regex match, interned at import. */
+static PyObject *str_children, *str_joined, *str_lastindex;
+
+/* first_glob(root, join, path) -> PathGlob | None: profiles.globs.GlobList.first. Walks the
+ * list's tree of literal segments (_SegmentNode: children, joined) as far as the path's segments
+ * lead, as path[1:].split("/") gives them, then tries that node's joined expression: (its
+ * fullmatch or None, the globs of its groups in order), made by join(node) at the node's first
+ * use. The group that matched names the glob. */
+static PyObject *first_glob(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+	PyObject *node, *path, *children, *child, *segment, *joined = NULL, *found, *index, *glob = NULL;
+	Py_ssize_t length, start, end, group;
+
+	if (nargs != 3 || !PyUnicode_Check(args[2]))
+		return PyErr_Format(PyExc_TypeError, "first_glob(root, join, path: str)");
+	path = args[2];
+	length = PyUnicode_GET_LENGTH(path);
+	node = Py_NewRef(args[0]);
+	for (start = length ? 1 : 0; start <= length; start = end + 1) {
+		end = PyUnicode_FindChar(path, '/', start, length, 1);
+		if (end == -2)
+			goto out;
+		if (end == -1)
+			end = length;
+		children = PyObject_GetAttr(node, str_children);
+		if (children == NULL || !PyDict_Check(children)) {
+			if (children != NULL)
+				PyErr_SetString(PyExc_TypeError, "first_glob: a node's children must be a dict");
+			Py_XDECREF(children);
+			goto out;
+		}
+		segment = PyUnicode_Substring(path, start, end);
+		child = segment ? PyDict_GetItemWithError(children, segment) : NULL;
+		Py_XDECREF(segment);
+		Py_XINCREF(child);
+		Py_DECREF(children);
+		if (child == NULL) {
+			if (PyErr_Occurred())
+				goto out;
+			break;
+		}
+		Py_SETREF(node, child);
+	}
+	joined = PyObject_GetAttr(node, str_joined);
+	if (joined == Py_None) {
+		Py_DECREF(joined);
+		joined = PyObject_CallOneArg(args[1], node);
+	}
+	if (joined == NULL)
+		goto out;
+	if (!PyTuple_Check(joined) || PyTuple_GET_SIZE(joined) != 2) {
+		PyErr_SetString(PyExc_TypeError, "first_glob: a node's joined is (fullmatch or None, globs)");
+		goto out;
+	}
+	if (PyTuple_GET_ITEM(joined, 0) == Py_None) {
+		glob = Py_NewRef(Py_None);
+		goto out;
+	}
+	found = PyObject_CallOneArg(PyTuple_GET_ITEM(joined, 0), path);
+	if (found == NULL || found == Py_None) {
+		glob = found;
+		goto out;
+	}
+	index = PyObject_GetAttr(found, str_lastindex);
+	Py_DECREF(found);
+	group = index ? PyLong_AsSsize_t(index) : -1;
+	Py_XDECREF(index);
+	if (!PyErr_Occurred())
+		glob = PySequence_GetItem(PyTuple_GET_ITEM(joined, 1), group - 1);
+out:
+	Py_DECREF(node);
+	Py_XDECREF(joined);
+	return glob;
+}
+
 static PyMethodDef paths_methods[] = {
 	{"set_types", set_types, METH_O, "set_types(Target): what known_name builds"},
 	{"known_name", (PyCFunction)(void (*)(void))known_name, METH_FASTCALL,
 	 "known_name(dirs, literal, absolute, names_gen, now_ns) -> Target | None, holding the GIL."},
 	{"realpath", paths_realpath, METH_O, "realpath(3), holding the GIL; None if it fails."},
+	{"first_glob", (PyCFunction)(void (*)(void))first_glob, METH_FASTCALL,
+	 "first_glob(root, join, path) -> the first glob of a GlobList that matches path, or None"},
 	{NULL, NULL, 0, NULL},
 };
 
@@ -146,5 +223,10 @@ static struct PyModuleDef paths_module = {
 
 PyMODINIT_FUNC PyInit__paths(void)
 {
+	str_children = PyUnicode_InternFromString("children");
+	str_joined = PyUnicode_InternFromString("joined");
+	str_lastindex = PyUnicode_InternFromString("lastindex");
+	if (str_children == NULL || str_joined == NULL || str_lastindex == NULL)
+		return NULL;
 	return PyModule_Create(&paths_module);
 }

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from functools import partial
+from typing import Callable, Iterable
+
+from ..compiled import _paths
 
 GLOB_METACHARACTERS = frozenset("*?[")
 
@@ -200,23 +203,19 @@ class GlobList:
                 node = node.children.setdefault(segment, _SegmentNode())
             node.ending.append(index)
         self._root.inherit([])
+        # first(path) -> the first glob that matches path, or None. In C (sensor/_paths.c): the
+        # walk down the tree and the calls around the one regex match cost twice the match.
+        self.first: Callable[[str], PathGlob | None] = partial(_paths.first_glob, self._root, self._join)
 
-    def first(self, path: str) -> PathGlob | None:
-        node = self._root
-        for segment in path[1:].split("/"):
-            child = node.children.get(segment)
-            if child is None:
-                break
-            node = child
-        if node.joined is None:  # joined at first use: most nodes are never reached
-            # fullmatch tries the alternatives left to right: the first glob that matches the
-            # whole path wins, as a loop over the globs would have found it.
-            chosen = [self._alternatives[i] for i in node.candidates]
-            regex = _compile("|".join(f"({alternative})" for _, alternative, _ in chosen)) if chosen else None
-            node.joined = regex, tuple(glob for glob, _, _ in chosen)
-        regex, globs = node.joined
-        found = regex.fullmatch(path) if regex is not None else None
-        return globs[found.lastindex - 1] if found is not None else None
+    def _join(self, node: _SegmentNode) -> tuple[Callable[[str], re.Match[str] | None] | None, tuple[PathGlob, ...]]:
+        """The expression of every expansion a path reaching node can match, joined at the
+        node's first use (most nodes are never reached): its fullmatch, and the glob of each
+        group. fullmatch tries the alternatives left to right: the first glob that matches the
+        whole path wins, as a loop over the globs would have found it."""
+        chosen = [self._alternatives[i] for i in node.candidates]
+        regex = _compile("|".join(f"({alternative})" for _, alternative, _ in chosen)) if chosen else None
+        node.joined = (regex.fullmatch if regex is not None else None), tuple(glob for glob, _, _ in chosen)
+        return node.joined
 
 
 class _SegmentNode:
@@ -229,7 +228,7 @@ class _SegmentNode:
         self.children: dict[str, _SegmentNode] = {}
         self.ending: list[int] = []
         self.candidates: list[int] = []
-        self.joined: tuple[re.Pattern[str] | None, tuple[PathGlob, ...]] | None = None
+        self.joined: tuple[Callable[[str], re.Match[str] | None] | None, tuple[PathGlob, ...]] | None = None
 
     def inherit(self, above: list[int]) -> None:
         self.candidates = sorted(above + self.ending)
