@@ -22,6 +22,11 @@ NS = 1_000_000_000
 # sent as soon as there was something, batches were of a few records, and the GIL handovers
 # between the judge and the threads sending them cost the judge more than the records.
 GATHER_S = 0.005
+# A batch's size, as counted while building it (a name's characters at 4 bytes each, the most
+# UTF-8 takes, and the rest of a record at most RECORD_BYTES): far below the 4 MiB a gRPC client
+# receives by default, even with names of PATH_MAX.
+BATCH_BYTES = 1 << 20
+RECORD_BYTES = 256
 
 
 class Published(NamedTuple):
@@ -57,8 +62,8 @@ class EventConsumer:
             self._wake.set()
 
     def take(self, most: int, timeout_s: float) -> pb.EventBatch | None:
-        """Up to `most` records, waiting up to timeout_s for the first (and, for a batch not yet
-        full, GATHER_S for more); None if none came."""
+        """Up to `most` records and about BATCH_BYTES, waiting up to timeout_s for the first (and,
+        for a batch not yet full, GATHER_S for more); None if none came."""
         if not self._pending:
             self._wake.clear()
             self._waiting = True  # before the second look: an offer after it sets the event
@@ -68,9 +73,10 @@ class EventConsumer:
         if self._pending and most > 1 and len(self._pending) < most:
             time.sleep(GATHER_S)
         batch = pb.EventBatch()
-        add, pending, to_wall = batch.records.add, self._pending, wall_ns(0)
+        add, pending, to_wall, room = batch.records.add, self._pending, wall_ns(0), BATCH_BYTES
         for _ in range(min(most, len(pending))):
             e = pending.popleft()
+            room -= RECORD_BYTES + 4 * len(e.what)
             record = add(seq=e.seq, agent=e.agent, instance_id=e.instance_id, pid=e.pid, type=e.kind, what=e.what,
                          result=e.result)
             # The fields most records leave at their default, set only when not: each keyword
@@ -83,6 +89,8 @@ class EventConsumer:
                 record.dropped = e.dropped
             stamp = record.time
             stamp.seconds, stamp.nanos = divmod(e.ktime_ns + to_wall, NS)  # FromNanoseconds: Python, a fifth slower
+            if room <= 0:
+                break
         return batch if batch.records else None
 
 

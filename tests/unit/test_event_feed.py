@@ -89,3 +89,18 @@ def test_a_waiting_consumer_is_woken_by_the_next_event():
     publish(feed, 1)
     thread.join(120)  # without the wakeup it would sleep out its 600 s
     assert not thread.is_alive() and [r.seq for r in got[0].records] == [1]
+
+
+def test_a_batch_of_the_longest_names_stays_far_below_a_clients_4_mib():
+    """Records of PATH_MAX names in a 4-byte UTF-8 character each: batches are cut by size."""
+    feed = EventFeed()
+    consumer = feed.subscribe(set())
+    name = "/" + "\U0001F600" * 4095
+    for i in range(600):
+        feed.publish("crm", "crm/1.2", 100, "open", name, False, T0 + i)
+    batches = []
+    while (batch := consumer.take(8192, 0)) is not None:
+        batches.append(batch)
+    assert sum(len(b.records) for b in batches) == 600 and len(batches) > 1
+    assert max(b.ByteSize() for b in batches) <= feed_mod.BATCH_BYTES + feed_mod.RECORD_BYTES + 4 * len(name)
+    assert max(b.ByteSize() for b in batches) < 4 * 2**20
