@@ -5,6 +5,10 @@
  *   workload connect N    TCP connect() to a closed loopback port (refused), then close()
  *   workload forkexec N   fork(), execve("/bin/true") in the child, waitpid() in the parent
  *
+ *   workload paced RATE SECONDS DIR FILES   open and close DIR/f0, DIR/f1, ... (FILES names, then
+ *                                    round again) at RATE opens a second for SECONDS; prints
+ *                                    how many it made (tests/bench/throughput.py)
+ *
  *   workload time PROGRAM [ARG...]   run PROGRAM (its output to /dev/null) and print the
  *                                    seconds it took: a tracked run is timed without the
  *                                    launcher's own start (tests/bench/agents.py)
@@ -55,12 +59,35 @@ static int time_program(char **argv)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
+/* Catches up with the rate each millisecond, then sleeps: the opens come in steady bursts. */
+static int paced(long rate, double seconds, const char *dir, long files)
+{
+	char path[4096];
+	long n = 0;
+	long long start = now_ns(), elapsed;
+	struct timespec ms = {0, 1000000};
+
+	while ((elapsed = now_ns() - start) < (long long)(seconds * 1e9)) {
+		for (; n < rate * elapsed / 1000000000LL; n++) {
+			snprintf(path, sizeof(path), "%s/f%ld", dir, n % files);
+			int fd = open(path, O_RDONLY);
+			if (fd >= 0)
+				close(fd);
+		}
+		nanosleep(&ms, NULL);
+	}
+	printf("%ld\n", n);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 3 && !strcmp(argv[1], "time"))
 		return time_program(argv + 2);
+	if (argc == 6 && !strcmp(argv[1], "paced"))
+		return paced(atol(argv[2]), atof(argv[3]), argv[4], atol(argv[5]));
 	if (argc != 3) {
-		fprintf(stderr, "usage: %s open|connect|forkexec N | time PROGRAM [ARG...]\n", argv[0]);
+		fprintf(stderr, "usage: %s open|connect|forkexec N | paced RATE SECONDS DIR FILES | time PROGRAM [ARG...]\n", argv[0]);
 		return 64;
 	}
 	long n = atol(argv[2]);
