@@ -173,8 +173,7 @@ class Daemon:
         is taken here with its sender: an agent's SIGTERM does not stop the sensor)."""
         protected_at = loss_checked_at = time.monotonic()
         while not self.stopping.is_set():
-            for data in self.source.read(POLL_MS):
-                self.pipeline.handle(data)
+            self.pipeline.handle(self.source.read(POLL_MS))
             info = signal.sigtimedwait(STOP_SIGNALS | {RELOAD_SIGNAL}, 0)
             if info is not None:
                 if self.bpf.aimed_at_sensor(info.si_pid):
@@ -193,8 +192,7 @@ class Daemon:
                 self.pipeline.report_repeats()
                 loss_checked_at = time.monotonic()
         while batch := self.source.read(0):  # what was read before the stop is still judged
-            for data in batch:
-                self.pipeline.handle(data)
+            self.pipeline.handle(batch)
         self.pipeline.report_repeats(final=True)
 
     def reload(self) -> pb.ReloadProfilesResponse:
