@@ -305,7 +305,10 @@ def _decide_exec(event: ExecEvent, profile: Profile, target: Target | None) -> V
     target = target or Target(event.filename, event.filename, resolved=False)
     if not target.canonical:
         # Neither the kernel (at execve entry) nor /proc (the process was gone) showed what runs:
-        # nothing shows it was allowed, so it is not (fail closed, as for an open's name).
+        # nothing shows it was allowed, so it is not (fail closed, as for an open's name), unless
+        # the profile allows every program.
+        if profile.allows_every_program:
+            return None
         return _verdict(profile, RuleKind.EXEC, "exec", "", "executed a program whose name could not be read", "")
     for spelling in target.spellings:
         denied = profile.is_exec_denied(spelling)

@@ -350,6 +350,11 @@ class Profile:
     def lists_allow_write(self, path: str) -> bool:
         return self._writable.first(path) is not None
 
+    @property
+    def allows_every_program(self) -> bool:
+        """`exec` has "/**" and `exec_deny` is empty: whatever runs is allowed, its name unseen."""
+        return not self.exec_deny and any(glob.text == "/**" for glob in self.exec)
+
     def is_exec_denied(self, path: str) -> PathGlob | None:
         return self._exec_deny.first(path)
 

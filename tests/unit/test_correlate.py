@@ -304,12 +304,20 @@ def test_exec_without_target_judges_filename(profile):
     assert_verdict(verdict, profile, RuleKind.EXEC, "exec", "/usr/bin/curl")
 
 
-def test_an_exec_whose_program_is_unknown_is_not_allowed(tmp_path):
+@pytest.mark.parametrize("lists, violation", [
+    ('exec: ["/usr/**"]', True),
+    ('exec: ["/**"]\nexec_deny: ["/usr/bin/curl"]', True),
+    ('exec: ["/**"]', False),
+])
+def test_an_exec_whose_program_is_unknown_is_allowed_only_where_every_program_is(tmp_path, lists, violation):
     """No name in the event (unreadable at execve entry) and none from /proc (the process was
-    gone): even `exec: ["/**"]` does not allow it, as nothing shows what ran."""
-    (tmp_path / "all.yaml").write_text('name: p\nexec: ["/**"]\n')
-    profile = load_profile_file(tmp_path / "all.yaml", homes=["/root"])
+    gone): nothing shows what ran, so it is allowed only where any program would be."""
+    (tmp_path / "p.yaml").write_text(f"name: p\n{lists}\n")
+    profile = load_profile_file(tmp_path / "p.yaml", homes=["/root"])
     verdict = decide(exec_ev(""), profile)
+    if not violation:
+        assert verdict is None
+        return
     assert_verdict(verdict, profile, RuleKind.EXEC, "exec", "")
     assert "could not be read" in verdict.reason
 
