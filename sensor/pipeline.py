@@ -238,7 +238,8 @@ class Pipeline:
 
     def _agent_process(self, event: Event) -> ProcessInfo | None:
         """The process an event of a tracked process came from, with the agent run it belongs to
-        (its .agent); None for a process of no agent run."""
+        (its .agent); None for a process of no agent run. The event is counted as the run's, for
+        status and `top`: every event the judge looks at passes here."""
         info = self.table.get(event.hdr.pid)
         if info is None or info.agent is None:
             entry = self.bpf.tracked().get(event.hdr.pid)
