@@ -63,8 +63,14 @@ def cache_key(event: OpenEvent, target: Target | None) -> RepeatKey | None:
     # A character is at most 4 bytes: most names need no encoding to know they fit.
     if 4 * len(path) >= _KEY_BYTES and len(path.encode(errors="surrogateescape")) >= _KEY_BYTES:
         return None
+    return sighting(event)
+
+
+def sighting(event: OpenEvent) -> RepeatKey:
+    """The open as the kernel's key names it, whether or not it may be counted."""
+    hdr = event.hdr
     # Without the named tuple's Python-level __new__: half the cost of building the key.
-    return tuple.__new__(RepeatKey, (hdr.pid, hdr.slot, event.flags, event.names_gen, path))
+    return tuple.__new__(RepeatKey, (hdr.pid, hdr.slot, event.flags, event.names_gen, event.path))
 
 
 @dataclass
@@ -96,16 +102,18 @@ class RepeatCache:
         return len(self._entries)
 
     def allowed(self, event: OpenEvent, target: Target | None, agent) -> None:
-        """An open was judged allowed with nothing to report."""
-        key = cache_key(event, target)
-        if key is None or key in self._entries:
-            return
+        """An open was judged allowed with nothing to report. A first sighting is only
+        remembered; at the second within the window, cache_key says whether the kernel may count
+        the rest (asked then, not for every open: most are never seen again)."""
+        key = sighting(event)
         now = event.hdr.ktime_ns
         first = self._seen.pop(key, None)
         if first is None or now - first > self.window_ns:
             self._seen[key] = now
             if len(self._seen) > SEEN_MAX:
                 self._seen.popitem(last=False)
+            return
+        if key in self._entries or cache_key(event, target) is None:
             return
         if len(self._entries) >= MAX_ENTRIES or not self._bpf.count_repeats(key, now + self.window_ns):
             self.full += 1

@@ -81,6 +81,12 @@ def test_a_name_of_many_bytes_that_fits_the_key_has_one():
 ])
 def test_opens_whose_repeats_must_be_sent(event, tgt):
     assert cache_key(event, tgt) is None
+    # Seen again within the window, such an open is still not handed to the kernel.
+    kernel = KernelMap()
+    cache = RepeatCache(kernel)
+    for t in (0, 1, 2):
+        cache.allowed(event._replace(hdr=event.hdr._replace(ktime_ns=t)), tgt, "agent")
+    assert not kernel.entries and len(cache) == 0
 
 
 def test_the_kernel_counts_from_the_second_sighting_within_the_window():
