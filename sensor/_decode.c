@@ -89,18 +89,15 @@ fail:
 	return NULL;
 }
 
-/* open_event(data: bytes) -> decode.OpenEvent; decode.DecodeError if it cannot be one. */
-static PyObject *open_event(PyObject *self, PyObject *data)
+/* The decode.OpenEvent an EVENT_OPEN record holds (data: bytes, checked by decode); a
+ * decode.DecodeError if it cannot be one. */
+static PyObject *open_event(PyObject *data)
 {
 	struct open_event e; /* the fixed part only: the path is read where it lies */
 	const char *raw;
 	Py_ssize_t size, path_size;
 	PyObject *t;
 
-	if (open_type == NULL)
-		return PyErr_Format(PyExc_RuntimeError, "sensor._decode.set_types was not called");
-	if (!PyBytes_Check(data))
-		return PyErr_Format(PyExc_TypeError, "open_event: bytes expected, not %s", Py_TYPE(data)->tp_name);
 	raw = PyBytes_AS_STRING(data);
 	size = PyBytes_GET_SIZE(data);
 	if (size < (Py_ssize_t)PATH_AT)
@@ -145,7 +142,7 @@ static PyObject *decode(PyObject *self, PyObject *data)
 				    PyBytes_GET_SIZE(data), sizeof(struct event_header));
 	memcpy(&type, PyBytes_AS_STRING(data) + offsetof(struct event_header, type), sizeof(type));
 	if (type == EVENT_OPEN)
-		return open_event(self, data);
+		return open_event(data);
 	key = PyLong_FromUnsignedLong(type);
 	if (key == NULL)
 		return NULL;
@@ -158,10 +155,9 @@ static PyObject *decode(PyObject *self, PyObject *data)
 
 static PyMethodDef methods[] = {
 	{"set_types", set_types, METH_VARARGS,
-	 "set_types(Header, OpenEvent, kernel_actions, open_syscalls, DecodeError, decoders): what open_event "
-	 "builds, and the decoders of the other event types"},
+	 "set_types(Header, OpenEvent, kernel_actions, open_syscalls, DecodeError, decoders): what decode "
+	 "builds for an open, and the decoders of the other event types"},
 	{"decode", decode, METH_O, "decode(data) -> the event a ring-buffer record holds"},
-	{"open_event", open_event, METH_O, "open_event(data) -> OpenEvent, from an EVENT_OPEN record's bytes"},
 	{NULL, NULL, 0, NULL},
 };
 
