@@ -216,8 +216,8 @@ int main(void)
 def test_an_exec_whose_name_the_kernel_could_not_read_is_judged_by_the_program_that_runs(daemon):
     """User space judges such an exec by the program /proc shows after it (README, Known limits):
     /usr/bin/sleep is not in the profile's exec list. The program runs for a second, so /proc
-    still shows it when the exec is judged; one already gone is a violation whatever the lists
-    say (tests/unit/test_correlate.py)."""
+    still shows it when the exec is judged; one already gone is a violation unless the profile
+    allows every program (tests/unit/test_correlate.py)."""
     source, binary = daemon.workspace / "exec_literal.c", daemon.workspace / "exec_literal"
     source.write_text(EXEC_OF_A_LITERAL)
     subprocess.run([shutil.which("cc") or "gcc", "-O2", "-o", str(binary), str(source)], check=True)
