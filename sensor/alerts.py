@@ -16,7 +16,8 @@ from google.protobuf.json_format import MessageToDict
 from ._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .correlate import RuleKind, Target, Verdict
 from .kinds import action_name, rule_name
-from .decode import ConnectEvent, Event, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent
+from .decode import (ConnectEvent, Event, ExecEvent, FileChangeEvent, InterfaceEvent, OpenEvent, wire_text,
+                     wire_texts)
 from .processes import AgentInstance, ProcessInfo
 
 RULE_KINDS = {
@@ -49,31 +50,34 @@ def _stamp(ts, ns: int) -> None:
 
 
 def process_message(info: ProcessInfo) -> pb.Process:
-    return pb.Process(pid=info.pid, ppid=info.ppid or 0, exe=info.exe, cmdline=list(info.cmdline),
-                      user=info.user or "", uid=info.uid or 0, start_ticks=info.start_ticks or 0)
+    return pb.Process(pid=info.pid, ppid=info.ppid or 0, exe=wire_text(info.exe), cmdline=wire_texts(info.cmdline),
+                      user=wire_text(info.user or ""), uid=info.uid or 0, start_ticks=info.start_ticks or 0)
 
 
 def event_message(event: Event, target: Target | None, target2: Target | None = None,
                   names: tuple[str, ...] = ()) -> pb.Event:
+    """What the event names, each name as wire_text writes it (the agent chose its bytes)."""
     if isinstance(event, OpenEvent):
         return pb.Event(type="open", file=pb.FileAccess(
-            path=event.path, resolved_path=target.canonical if target else "", write=event.is_write,
-            flags=event.flags, syscall=event.syscall.name.lower(), truncated=event.truncated,
+            path=wire_text(event.path), resolved_path=wire_text(target.canonical) if target else "",
+            write=event.is_write, flags=event.flags, syscall=event.syscall.name.lower(), truncated=event.truncated,
             result=event.result))
     if isinstance(event, FileChangeEvent):
         return pb.Event(type="file_change", file=pb.FileAccess(
-            path=event.path, resolved_path=target.canonical if target else "", write=True,
-            syscall=event.op.name.lower(), operation=event.op.name.lower(), path2=event.path2,
-            resolved_path2=target2.canonical if target2 else "", fd=event.fd))
+            path=wire_text(event.path), resolved_path=wire_text(target.canonical) if target else "", write=True,
+            syscall=event.op.name.lower(), operation=event.op.name.lower(), path2=wire_text(event.path2),
+            resolved_path2=wire_text(target2.canonical) if target2 else "", fd=event.fd))
     if isinstance(event, InterfaceEvent):
-        return pb.Event(type="interface", interface=pb.InterfaceUse(name=event.name, target_pid=event.target_pid))
+        return pb.Event(type="interface", interface=pb.InterfaceUse(name=wire_text(event.name),
+                                                                    target_pid=event.target_pid))
     if isinstance(event, ConnectEvent):
         return pb.Event(type="connect", network=pb.NetworkConnect(
-            family=FAMILIES.get(event.family, str(event.family)), address=event.address, port=event.port or 0,
-            call=event.call.name.lower(), refused=event.refused, dns_names=list(names)))
+            family=FAMILIES.get(event.family, str(event.family)), address=wire_text(event.address),
+            port=event.port or 0, call=event.call.name.lower(), refused=event.refused, dns_names=wire_texts(names)))
     if isinstance(event, ExecEvent):
         return pb.Event(type="exec", exec=pb.ProgramExec(
-            filename=event.filename, resolved_path=target.canonical if target else "", argv=list(event.argv)))
+            filename=wire_text(event.filename), resolved_path=wire_text(target.canonical) if target else "",
+            argv=wire_texts(event.argv)))
     return pb.Event(type=event.kind)
 
 
@@ -85,7 +89,7 @@ def build_alert(alert_id: int, verdict: Verdict, event: Event, target: Target | 
         agent=pb.Agent(name=agent.profile.name, instance_id=agent.id, root_pid=agent.root_pid,
                        profile_file=agent.profile.source),
         rule=pb.Rule(kind=RULE_KINDS[verdict.kind], name=verdict.rule, pattern=verdict.pattern),
-        reason=verdict.reason,
+        reason=wire_text(verdict.reason),
         action=pb.Action(kind=ACTION_KINDS[verdict.action]),
         process=process_message(process),
         event=event_message(event, target, target2, verdict.names),

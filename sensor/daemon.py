@@ -21,6 +21,7 @@ from ._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .alerts import AlertBus
 from .bpf_loader import LoadError, SensorBPF
 from .bpf_object import DEFAULT_CACHE
+from .decode import wire_text
 from .export.security import SecurityError, TcpSecurity
 from .export.spool import AlertSpool, Retention, SpoolError
 from .pipeline import Pipeline, ReloadError, kernel_exec_paths
@@ -256,7 +257,7 @@ class Daemon:
                 info = self.pipeline.table.get(pid)
                 tracked.append(pb.TrackedProcess(
                     pid=pid, agent=self.pipeline.profiles[entry.slot].name if entry.slot < len(self.pipeline.profiles) else "",
-                    instance_id=agent.id if agent else "", exe=info.exe if info else ""))
+                    instance_id=agent.id if agent else "", exe=wire_text(info.exe) if info else ""))
             return pb.Status(
                 version=__version__, hostname=socket.gethostname(), started=started,
                 capabilities=[pb.Capability(name=c.name, available=c.available, detail=c.detail)

@@ -182,6 +182,22 @@ def _text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
+def wire_text(text: str) -> str:
+    """A name as protobuf can carry it (the API, the spool, JSON): UTF-8, each byte that was not
+    written \\xNN. A name is the agent's to choose: one protobuf refused would cost its alert."""
+    if text.isascii():
+        return text  # nearly every name: one test
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no undecodable byte became (not from a name read here)
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def wire_texts(texts) -> list[str]:
+    return [wire_text(t) for t in texts]
+
+
 _INT_CODES = {ctypes.c_uint64: "Q", ctypes.c_int64: "q", ctypes.c_uint32: "I", ctypes.c_int32: "i",
               ctypes.c_uint16: "H", ctypes.c_int16: "h", ctypes.c_uint8: "B", ctypes.c_int8: "b"}
 

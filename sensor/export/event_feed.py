@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from .._proto.agent_sensor.v1 import sensor_pb2 as pb
 from ..alerts import wall_ns
+from ..decode import wire_text
 
 CONSUMER_QUEUE = 65536
 NS = 1_000_000_000
@@ -77,8 +78,8 @@ class EventConsumer:
         for _ in range(min(most, len(pending))):
             e = pending.popleft()
             room -= RECORD_BYTES + 4 * len(e.what)
-            record = add(seq=e.seq, agent=e.agent, instance_id=e.instance_id, pid=e.pid, type=e.kind, what=e.what,
-                         result=e.result)
+            record = add(seq=e.seq, agent=e.agent, instance_id=e.instance_id, pid=e.pid, type=e.kind,
+                         what=wire_text(e.what), result=e.result)
             # The fields most records leave at their default, set only when not: each keyword
             # costs the consumer's thread as much as setting it (a sixth of a record's cost).
             if e.kernel_acted:

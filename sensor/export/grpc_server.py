@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .._proto.agent_sensor.v1 import sensor_pb2 as pb
 from .._proto.agent_sensor.v1 import sensor_pb2_grpc as pb_grpc
-from ..decode import endpoint
+from ..decode import endpoint, wire_text, wire_texts
 from ..pipeline import TrackError
 from ..thread_names import name_os_thread
 from .security import TcpSecurity
@@ -151,12 +151,13 @@ def _endpoint(end: dict | None) -> str:
 
 
 def _incident_process(facts: dict) -> pb.IncidentProcess:
-    process = pb.Process(pid=facts["pid"], ppid=facts.get("ppid") or 0, exe=facts.get("exe") or "",
-                         cmdline=facts.get("cmdline") or [], user=facts.get("user") or "",
+    process = pb.Process(pid=facts["pid"], ppid=facts.get("ppid") or 0, exe=wire_text(facts.get("exe") or ""),
+                         cmdline=wire_texts(facts.get("cmdline") or ()), user=wire_text(facts.get("user") or ""),
                          uid=facts.get("uid") or 0, start_ticks=facts.get("start_ticks") or 0)
-    files = [pb.OpenFile(fd=f["fd"], target=f["target"]) for f in facts.get("open_files", [])]
+    files = [pb.OpenFile(fd=f["fd"], target=wire_text(f["target"])) for f in facts.get("open_files", [])]
     sockets = [pb.OpenSocket(family=s.get("family") or "", protocol=s.get("protocol") or "",
-                             state=str(s.get("state") or ""), local=_endpoint(s.get("local")) or s.get("path") or "",
+                             state=str(s.get("state") or ""),
+                             local=wire_text(_endpoint(s.get("local")) or s.get("path") or ""),
                              remote=_endpoint(s.get("remote")), inode=s.get("inode") or 0)
                for s in facts.get("sockets", [])]
     return pb.IncidentProcess(process=process, state=facts.get("state") or "", files=files, sockets=sockets)
@@ -169,7 +170,7 @@ def incident_message(incident) -> pb.Incident:
         rule=incident.rule, reason=incident.reason, alert_id=incident.alert_id, state=incident.state,
         method=iso.method, cgroup=iso.cgroup or "", frozen=iso.frozen, network_cut=iso.network_cut,
         detail=iso.detail, processes=[_incident_process(p) for p in incident.facts.get("processes", [])],
-        last_events=incident.last_events, history=incident.history)
+        last_events=wire_texts(incident.last_events), history=wire_texts(incident.history))
     message.created.FromNanoseconds(incident.created_ns)
     return message
 

@@ -74,7 +74,8 @@ class Daemon:
         argv = [CLI, "exec", "--server", self.server, "--profile", profile, "--",
                 SYSTEM_PYTHON, str(self.workspace / "agent_actions.py"), str(self.workspace), str(self.port), *actions]
         return subprocess.Popen(with_resolv_conf(resolv_conf, argv) if resolv_conf else argv, cwd=self.workspace,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                errors="backslashreplace")  # it prints the names it was given
 
     def run_agent(self, profile: str, *actions: str, timeout: float = 30,
                   resolv_conf: Path | None = None) -> subprocess.CompletedProcess:

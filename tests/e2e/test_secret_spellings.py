@@ -95,3 +95,18 @@ def test_another_process_environment(daemon):
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_name_that_is_not_utf8(daemon, vault):
+    """A file name is bytes, not necessarily UTF-8; protobuf's strings are. A symlink whose name
+    has the byte 0xff still reaches the secret: the alert comes, with \\xff written for the byte
+    wherever the name appears (the path, the agent's command line)."""
+    link = daemon.workspace / "link-\udcff"  # surrogateescape: the byte 0xff, as os.fsencode writes it
+    link.unlink(missing_ok=True)
+    link.symlink_to(vault / "key")
+    alert = secret_alert(daemon, f"open:{link}")
+    shown = f"{daemon.workspace}/link-\\xff"
+    assert alert["event"]["file"]["path"] == shown
+    assert alert["event"]["file"]["resolved_path"] == str(vault / "key")
+    assert alert["reason"] == f"opened secret {vault}/key (via {shown}) for reading"
+    assert alert["process"]["cmdline"][-1] == f"open:{shown}"

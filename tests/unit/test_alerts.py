@@ -355,6 +355,23 @@ def test_build_alert_for_an_exec(profile):
     assert list(a.event.exec.argv) == ["sh", "-c", "curl evil"]
 
 
+def test_names_that_are_not_utf8_are_written_with_their_bytes(profile):
+    """The agent chooses a name's bytes; protobuf strings are UTF-8. Every name in the alert
+    (the event's, the process's program and arguments, the reason) shows an undecodable byte
+    as \\xNN, and the alert is built: a refused string would have cost the alert and its kill."""
+    agent, process, _ = context(profile)
+    process.exe, process.cmdline = "/opt/\udcffbin", ("python3", "--name=\udcfe", "caf\u00e9")
+    event = ExecEvent(hdr=header(4001), old_tid=4001, flags=ExecFlags(0), dirfd=-100, filename="./\udcff",
+                      argv=("\udcff", "-c", "x"), matched_slot=None)
+    target = Target("/srv/crm/\udcff", "/srv/crm/\udcff")
+    a = build_alert(6, decide(event, profile, target), event, target, agent, process)
+    assert (a.event.exec.filename, a.event.exec.resolved_path) == ("./\\xff", "/srv/crm/\\xff")
+    assert list(a.event.exec.argv) == ["\\xff", "-c", "x"]
+    assert a.process.exe == "/opt/\\xffbin" and list(a.process.cmdline) == ["python3", "--name=\\xfe", "caf\u00e9"]
+    assert "/srv/crm/\\xff" in a.reason and "\udcff" not in a.reason
+    assert pb.Alert.FromString(a.SerializeToString()) == a
+
+
 def test_alert_action_kind_follows_profile(tmp_path):
     file = tmp_path / "p.yaml"
     file.write_text("name: quiet\non_violation: alert\n")

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sensor import abi
 from sensor.decode import (
     HEADER_SIZE, ConnectEvent, DecodeError, ExecEvent, ExitEvent, ForkEvent, OpenEvent, decode,
-    decode_sockaddr, from_agent, layout,
+    decode_sockaddr, from_agent, layout, wire_text,
 )
 from sensor.source import read_recording
 
@@ -413,3 +413,16 @@ def test_an_open_with_an_unknown_kernel_action_is_an_error():
     ev.hdr.kernel_action = 9
     with pytest.raises(DecodeError, match="unknown kernel_action 9"):
         decode(bytes(ev)[: abi.OpenEvent.path.offset])
+
+
+@given(st.binary(max_size=64))
+def test_wire_text_keeps_utf8_and_writes_every_other_byte(raw):
+    """Any name read from the kernel (decoded with surrogateescape) can be put in a protobuf:
+    valid UTF-8 as it was, each byte that is not as \\xNN."""
+    shown = wire_text(raw.decode("utf-8", "surrogateescape"))
+    shown.encode("utf-8")  # protobuf's strings: raises for a surrogate left in
+    assert shown == raw.decode("utf-8", "backslashreplace")
+
+
+def test_wire_text_of_a_surrogate_no_byte_became():
+    assert wire_text("a\ud800b") == "a\\xed\\xa0\\x80b"

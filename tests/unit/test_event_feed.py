@@ -104,3 +104,13 @@ def test_a_batch_of_the_longest_names_stays_far_below_a_clients_4_mib():
     assert sum(len(b.records) for b in batches) == 600 and len(batches) > 1
     assert max(b.ByteSize() for b in batches) <= feed_mod.BATCH_BYTES + feed_mod.RECORD_BYTES + 4 * len(name)
     assert max(b.ByteSize() for b in batches) < 4 * 2**20
+
+
+def test_a_name_that_is_not_utf8_is_sent_with_its_bytes_written():
+    """A record's `what` is a protobuf string (UTF-8): the byte 0xff of a name is sent as \\xff,
+    not refused (which would end the consumer's stream)."""
+    feed = EventFeed()
+    consumer = feed.subscribe(set())
+    feed.publish("crm", "crm/1.2", 100, "open", "/srv/\udcffile", False, T0)
+    feed.publish("crm", "crm/1.2", 100, "open", "/srv/caf\u00e9", False, T0)
+    assert [r.what for r in consumer.take(10, 0).records] == ["/srv/\\xffile", "/srv/caf\u00e9"]

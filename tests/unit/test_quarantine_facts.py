@@ -78,3 +78,22 @@ def test_hierarchy_root_is_the_first_ancestor_without_cgroup_type(tmp_path: Path
         (d / "cgroup.type").write_text("domain\n")
     assert _hierarchy_root(leaf) == root
     assert _hierarchy_root(root) == root
+
+
+def test_an_incident_with_names_that_are_not_utf8_is_sent_with_their_bytes_written():
+    """An incident's record holds what the agent named (its command line, open files, last
+    events): bytes of its choosing, shown as \\xNN where not UTF-8, never a refused message."""
+    from sensor.export.grpc_server import incident_message
+    from sensor.incidents import Incident
+    from sensor.quarantine import Isolation
+    isolation = Isolation("i-1", "cgroup", "/sys/fs/cgroup/agent-sensor/i-1", True, True, [10], {10: "/"}, "frozen")
+    facts = {"processes": [{"pid": 10, "exe": "/opt/\udcff", "cmdline": ["a", "\udcfe"],
+                            "open_files": [{"fd": 3, "target": "/tmp/\udcff"}],
+                            "sockets": [{"family": "unix", "path": "/run/\udcff.sock"}]}]}
+    incident = Incident("i-1", "crm", "crm/10.1", 10, "secrets", "opened secret", 7, 1, isolation, facts,
+                        ["pid 10 open /tmp/\udcff"])
+    message = incident_message(incident)
+    process = message.processes[0]
+    assert (process.process.exe, list(process.process.cmdline)) == ("/opt/\\xff", ["a", "\\xfe"])
+    assert process.files[0].target == "/tmp/\\xff" and process.sockets[0].local == "/run/\\xff.sock"
+    assert list(message.last_events) == ["pid 10 open /tmp/\\xff"]
