@@ -42,7 +42,8 @@ system-deps:
 kernel-headers:
 	@bash bpf/setup-kernel-headers.sh
 
-$(VENV)/.installed: pyproject.toml sensor/_paths.c sensor/_decode.c sensor/_named_tuple.h bpf/events.h
+$(VENV)/.installed: pyproject.toml sensor/_paths.c sensor/_decode.c sensor/_event_wire.c sensor/_named_tuple.h \
+		bpf/events.h
 	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
