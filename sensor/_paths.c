@@ -135,11 +135,29 @@ static PyObject *paths_realpath(PyObject *self, PyObject *path)
 /* Attribute names of profiles.globs._SegmentNode and of a regex match, interned at import. */
 static PyObject *str_children, *str_joined, *str_lastindex;
 
+/* Whether the last segment of path (from its last '/') begins with one of beginnings (a tuple
+ * of str): 1, 0, or -1 with an exception set. */
+static int last_segment_begins(PyObject *path, Py_ssize_t length, PyObject *beginnings)
+{
+	Py_ssize_t slash = PyUnicode_FindChar(path, '/', 0, length, -1), i;
+
+	if (slash == -2)
+		return -1;
+	for (i = 0; i < PyTuple_GET_SIZE(beginnings); i++) {
+		Py_ssize_t found = PyUnicode_Tailmatch(path, PyTuple_GET_ITEM(beginnings, i), slash + 1, length, -1);
+
+		if (found != 0)
+			return (int)found;
+	}
+	return 0;
+}
+
 /* first_glob(root, join, path) -> PathGlob | None: profiles.globs.GlobList.first. Walks the
  * list's tree of literal segments (_SegmentNode: children, joined) as far as the path's segments
- * lead, as path[1:].split("/") gives them, then tries that node's joined expression: (its
- * fullmatch or None, the globs of its groups in order), made by join(node) at the node's first
- * use. The group that matched names the glob. */
+ * lead, as path[1:].split("/") gives them, then answers with that node's joined (globs.Joined),
+ * made by join(node) at the node's first use: the glob every absolute path reaching the node
+ * matches, if there is one; None if the path's last segment begins with none of the beginnings;
+ * else the joined expression's fullmatch, whose group that matched names the glob. */
 static PyObject *first_glob(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
 	PyObject *node, *path, *children, *child, *segment, *joined = NULL, *found, *index, *glob = NULL;
@@ -182,9 +200,25 @@ static PyObject *first_glob(PyObject *self, PyObject *const *args, Py_ssize_t na
 	}
 	if (joined == NULL)
 		goto out;
-	if (!PyTuple_Check(joined) || PyTuple_GET_SIZE(joined) != 2) {
-		PyErr_SetString(PyExc_TypeError, "first_glob: a node's joined is (fullmatch or None, globs)");
+	if (!PyTuple_Check(joined) || PyTuple_GET_SIZE(joined) != 4 ||
+	    (PyTuple_GET_ITEM(joined, 3) != Py_None && !PyTuple_Check(PyTuple_GET_ITEM(joined, 3)))) {
+		PyErr_SetString(PyExc_TypeError, "first_glob: a node's joined is (fullmatch or None, globs, "
+				"everything or None, beginnings or None)");
 		goto out;
+	}
+	if (PyTuple_GET_ITEM(joined, 2) != Py_None && length && PyUnicode_READ_CHAR(path, 0) == '/') {
+		glob = Py_NewRef(PyTuple_GET_ITEM(joined, 2));
+		goto out;
+	}
+	if (PyTuple_GET_ITEM(joined, 3) != Py_None) {
+		int begins = last_segment_begins(path, length, PyTuple_GET_ITEM(joined, 3));
+
+		if (begins < 0)
+			goto out;
+		if (!begins) {
+			glob = Py_NewRef(Py_None);
+			goto out;
+		}
 	}
 	if (PyTuple_GET_ITEM(joined, 0) == Py_None) {
 		glob = Py_NewRef(Py_None);

@@ -191,13 +191,21 @@ class GlobList:
     walking a tree of those segments. With the default secrets in every home of a host, an
     open under /usr was hundreds of alternatives before; now it is the few that start with a
     wildcard (``/**/.env``). Each expansion's expression is one capturing group (the
-    translation makes no other), so the group that matched names its glob."""
+    translation makes no other), so the group that matched names its glob.
+
+    Two answers need no expression at all (the match is most of what remains): a path that
+    reaches a node whose first candidate is its literal segments and ``/**`` (``/usr/**``, an
+    allow-list's ``/**``) is that glob's; a path whose last segment starts with none of the
+    literal beginnings the candidates' last segments have (``.env`` for ``/**/.env``) matches
+    none of them."""
 
     def __init__(self, globs: Iterable[PathGlob]):
         self.globs = tuple(globs)
-        self._alternatives = [(glob, regex, literal) for glob in self.globs for regex, literal in glob._alternatives]
+        self._alternatives = [(glob, regex, literal, _below_all(text, literal), _last_beginning(text))
+                              for glob in self.globs
+                              for (regex, literal), text in zip(glob._alternatives, glob.expanded)]
         self._root = _SegmentNode()
-        for index, (_, _, literal) in enumerate(self._alternatives):
+        for index, (_, _, literal, _, _) in enumerate(self._alternatives):
             node = self._root
             for segment in literal:
                 node = node.children.setdefault(segment, _SegmentNode())
@@ -207,15 +215,45 @@ class GlobList:
         # walk down the tree and the calls around the one regex match cost twice the match.
         self.first: Callable[[str], PathGlob | None] = partial(_paths.first_glob, self._root, self._join)
 
-    def _join(self, node: _SegmentNode) -> tuple[Callable[[str], re.Match[str] | None] | None, tuple[PathGlob, ...]]:
+    def _join(self, node: _SegmentNode) -> Joined:
         """The expression of every expansion a path reaching node can match, joined at the
         node's first use (most nodes are never reached): its fullmatch, and the glob of each
         group. fullmatch tries the alternatives left to right: the first glob that matches the
-        whole path wins, as a loop over the globs would have found it."""
+        whole path wins, as a loop over the globs would have found it. With it, what answers
+        without it: the glob every absolute path reaching the node matches, if the first
+        candidate is one; the beginnings one of which a path's last segment must have to match,
+        if every candidate's last segment has one."""
         chosen = [self._alternatives[i] for i in node.candidates]
-        regex = _compile("|".join(f"({alternative})" for _, alternative, _ in chosen)) if chosen else None
-        node.joined = (regex.fullmatch if regex is not None else None), tuple(glob for glob, _, _ in chosen)
+        regex = _compile("|".join(f"({alternative})" for _, alternative, _, _, _ in chosen)) if chosen else None
+        everything = chosen[0][0] if chosen and chosen[0][3] else None
+        beginnings = tuple(dict.fromkeys(b for *_, b in chosen))
+        node.joined = ((regex.fullmatch if regex is not None else None), tuple(glob for glob, *_ in chosen),
+                       everything, None if "" in beginnings else beginnings)
         return node.joined
+
+
+def _below_all(text: str, literal: tuple[str, ...]) -> bool:
+    """An expansion that is its literal segments and a trailing ``/**``: it matches the
+    directory and everything below, every absolute path that starts with those segments."""
+    head = text.rstrip("*")
+    return len(text) - len(head) >= 2 and head == "".join("/" + segment for segment in literal) + "/"
+
+
+def _last_beginning(text: str) -> str:
+    """What a path's last segment must begin with to match an expansion: its last segment's
+    characters before the first wildcard; "" if it cannot be told (no such characters, or a
+    ``**`` that lets the last segment span directories)."""
+    last = text.rpartition("/")[2]
+    if "**" in last:
+        return ""
+    end = next((i for i, char in enumerate(last) if char in GLOB_METACHARACTERS), len(last))
+    return last[:end]
+
+
+# A node's joined: (the fullmatch of its candidates' expression or None, the glob of each group,
+# the glob every absolute path reaching it matches or None, its last-segment beginnings or None).
+Joined = tuple[Callable[[str], "re.Match[str] | None"] | None, tuple[PathGlob, ...], PathGlob | None,
+               tuple[str, ...] | None]
 
 
 class _SegmentNode:
@@ -228,7 +266,7 @@ class _SegmentNode:
         self.children: dict[str, _SegmentNode] = {}
         self.ending: list[int] = []
         self.candidates: list[int] = []
-        self.joined: tuple[Callable[[str], re.Match[str] | None] | None, tuple[PathGlob, ...]] | None = None
+        self.joined: Joined | None = None
 
     def inherit(self, above: list[int]) -> None:
         self.candidates = sorted(above + self.ending)

@@ -162,8 +162,8 @@ def test_bad_text_globs(pattern):
 # --- GlobList: a profile's list of globs as one regular expression ------------------------------
 
 HOMES = ["/root", "/home/a"]
-GLOB_SEGMENTS = st.sampled_from(["a", "b", "ab", "*", "?", "**", "a*", "[ab]", "[!a]", ".x"])
-PATH_SEGMENTS = st.sampled_from(["a", "b", "ab", "ba", ".x", "x", "root", "home"])
+GLOB_SEGMENTS = st.sampled_from(["a", "b", "ab", "*", "?", "**", "a*", "[ab]", "[!a]", ".x", ".x*", "***", "a**"])
+PATH_SEGMENTS = st.sampled_from(["a", "b", "ab", "ba", ".x", "x", ".xa", "root", "home", "..", "", "a\nb"])
 
 
 def glob_text(tilde: bool, segments: list[str]) -> str:
@@ -175,7 +175,9 @@ def path_text(base: str, segments: list[str]) -> str:
 
 
 globs = st.builds(glob_text, st.booleans(), st.lists(GLOB_SEGMENTS, min_size=0, max_size=4))
-paths = st.builds(path_text, st.sampled_from(["", "/root", "/home/a"]), st.lists(PATH_SEGMENTS, min_size=0, max_size=5))
+# Absolute paths, and the relative ones a name is judged as when its directory is unknown.
+paths = (st.builds(path_text, st.sampled_from(["", "/root", "/home/a"]), st.lists(PATH_SEGMENTS, min_size=0, max_size=5))
+         | st.builds("/".join, st.lists(PATH_SEGMENTS, min_size=0, max_size=3)))
 
 
 @settings(max_examples=300, deadline=None)
@@ -189,3 +191,24 @@ def test_glob_list_finds_the_first_glob_that_matches_as_a_loop_would(texts, subj
 
 def test_glob_list_of_no_globs_matches_nothing():
     assert GlobList([]).first("/") is None
+
+
+@pytest.mark.parametrize("texts, subject, expected", [
+    (["/a/**"], "/a", 0), (["/a/**"], "/a/b/c", 0), (["/a/**"], "xa/b", None),  # relative: not below /a
+    (["/**"], "/x/y", 0), (["/**"], "x", None), (["/**"], "", 0),  # `(?:/.*)?` matches ""
+    (["~/.aws/**"], "/home/a/.aws/credentials", 0), (["~/.aws/**"], "/home/a/.awsx", None),
+    (["/a/*"], "/a/b", 0), (["/a/*"], "/a/b/c", None),  # one `*` stays in its segment
+    (["/a/b*", "/a/**"], "/a/bc", 0), (["/a/b*", "/a/**"], "/a/c", 1),  # the first glob that matches wins
+    (["/**/.env"], "/x/.env", 0), (["/**/.env"], "/.env", 0), (["/**/.env"], "/x/.envy", None),
+    (["/**/.env"], "/x/.env/y", None), (["/**/.env"], "/.env/x", None),
+    (["/**/.env", "/**/.env.*"], "/x/.env.local", 1), (["/**/.env", "/**/.env.*"], "/.env.x/y", None),
+    (["/a/x**"], "/a/xy/z", 0),  # a `**` in the last segment spans directories: no beginning to ask for
+    (["/**/.x", "/b/*"], "/b/c", 1),  # a candidate without a beginning: every path is tried
+])
+def test_glob_list_answers_without_an_expression_only_where_the_expression_agrees(texts, subject, expected):
+    """A path below a literal `/**` glob, and a last segment that begins as no candidate's
+    does, are answered without the regex (GlobList): each case as the loop over globs finds it."""
+    parsed = [path(t, homes=HOMES) for t in texts]
+    looped = next((g for g in parsed if g.matches(subject)), None)
+    assert looped is (parsed[expected] if expected is not None else None)
+    assert GlobList(parsed).first(subject) is looped
