@@ -9,10 +9,15 @@
  *                                    round again) at RATE opens a second for SECONDS; prints
  *                                    how many it made (tests/bench/throughput.py)
  *
+ *   workload statx DIR FILES         statx() DIR/f0 ... DIR/f(FILES-1), as the judge does for
+ *                                    each open (sensor/_paths.c), the fastest of 5 passes: the
+ *                                    syscall's own cost (tests/bench/throughput.py)
+ *
  *   workload time PROGRAM [ARG...]   run PROGRAM (its output to /dev/null) and print the
  *                                    seconds it took: a tracked run is timed without the
  *                                    launcher's own start (tests/bench/agents.py)
  */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -20,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -80,14 +86,38 @@ static int paced(long rate, double seconds, const char *dir, long files)
 	return 0;
 }
 
+static int statx_pass(const char *dir, long files)
+{
+	char **paths = calloc(files, sizeof(*paths));
+	long long best = -1;
+	struct statx st;
+
+	for (long i = 0; i < files; i++)
+		if (asprintf(&paths[i], "%s/f%ld", dir, i) < 0)
+			return 1;
+	for (int pass = 0; pass < 5; pass++) {
+		long long start = now_ns();
+		for (long i = 0; i < files; i++)
+			if (statx(AT_FDCWD, paths[i], AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &st) < 0)
+				return 1;
+		if (best < 0 || now_ns() - start < best)
+			best = now_ns() - start;
+	}
+	printf("%.1f\n", (double)best / files);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 3 && !strcmp(argv[1], "time"))
 		return time_program(argv + 2);
+	if (argc == 4 && !strcmp(argv[1], "statx"))
+		return statx_pass(argv[2], atol(argv[3]));
 	if (argc == 6 && !strcmp(argv[1], "paced"))
 		return paced(atol(argv[2]), atof(argv[3]), argv[4], atol(argv[5]));
 	if (argc != 3) {
-		fprintf(stderr, "usage: %s open|connect|forkexec N | paced RATE SECONDS DIR FILES | time PROGRAM [ARG...]\n", argv[0]);
+		fprintf(stderr, "usage: %s open|connect|forkexec N | paced RATE SECONDS DIR FILES | statx DIR FILES | "
+			"time PROGRAM [ARG...]\n", argv[0]);
 		return 64;
 	}
 	long n = atol(argv[2]);
