@@ -284,14 +284,17 @@ class ProcessTable:
             if base is None:
                 return Target(path, path, resolved=False)
             path = os.path.join(base, path)
+        if follow and names_seen:
+            # Nearly every open: a name in a directory found canonical, settled by one C call
+            # before the Python below. It answers only for a name that Python would leave as
+            # it is (no `.`, `..` or empty segment; /proc/self is a symlink, never settled).
+            known = self._canonical_dirs.target(path, path, *names_seen)
+            if known is not None:
+                return known
         # `..` is resolved by realpath, after the symlink before it, as the kernel does: a
         # lexical normpath would turn /proc/PID/cwd/../x into /proc/PID/x.
         absolute = _proc_self_as(pid, path)
         literal = _tidy(path)
-        if follow and names_seen:
-            known = self._canonical_dirs.target(literal, absolute, *names_seen)
-            if known is not None:
-                return known
         if follow:
             canonical = realpath(absolute)
         else:
