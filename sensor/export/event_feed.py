@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .. import _event_wire
+from ..compiled import _event_wire
 from ..decode import wire_text
 
 _event_wire.set_text(wire_text)
