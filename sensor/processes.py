@@ -287,7 +287,8 @@ class ProcessTable:
         if follow and names_seen:
             # Nearly every open: a name in a directory found canonical, settled by one C call
             # before the Python below. It answers only for a name that Python would leave as
-            # it is (no `.`, `..` or empty segment; /proc/self is a symlink, never settled).
+            # it is (no `.`, `..` or empty segment; /proc/self, a symlink, is never a directory
+            # found canonical).
             known = self._canonical_dirs.target(path, path, *names_seen)
             if known is not None:
                 return known
