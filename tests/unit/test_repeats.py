@@ -9,7 +9,7 @@ import pytest
 from sensor import abi
 from sensor.correlate import Target
 from sensor.decode import Header, OpenEvent
-from sensor.repeats import GRACE_NS, WINDOW_NS, RepeatCache, cache_key
+from sensor.repeats import GRACE_NS, SEEN_MAX, WINDOW_NS, RepeatCache, cache_key
 
 PATH = "/srv/app/config.toml"
 
@@ -137,3 +137,19 @@ def test_a_full_kernel_map_means_sent_not_lost():
     for t in (0, 1):
         cache.allowed(open_event(t=t), target(), "agent")
     assert len(cache) == 0 and cache.full == 1
+
+
+def test_first_sightings_are_bounded_and_forgotten_all_at_once():
+    """SEEN_MAX first sightings are remembered; the next one forgets them all (the kernel is
+    then handed an open at its next two sightings, not lost)."""
+    kernel = KernelMap()
+    cache = RepeatCache(kernel)
+    for i in range(SEEN_MAX):
+        cache.allowed(open_event(f"/srv/f{i}", t=i), target(f"/srv/f{i}"), agent=None)
+    assert len(cache._seen) == SEEN_MAX
+    cache.allowed(open_event("/srv/new", t=SEEN_MAX), target("/srv/new"), agent=None)
+    assert len(cache._seen) == 1  # only the newest
+    cache.allowed(open_event("/srv/f0", t=SEEN_MAX + 1), target("/srv/f0"), agent=None)
+    assert len(cache) == 0  # f0's first sighting was forgotten: this is a first sighting again
+    cache.allowed(open_event("/srv/new", t=SEEN_MAX + 2), target("/srv/new"), agent=None)
+    assert len(cache) == 1 and len(kernel.entries) == 1  # the second sighting within the window
