@@ -61,6 +61,7 @@ def secret_file_ids(profile: Profile, found_at: dict[FileId, str] | None = None)
 
 
 REFRESH_S = 30.0
+NO_IDS: dict[FileId, str] = {}  # a profile unknown here: read, never changed
 LINK_REFRESH_GAP_S = 1.0  # hardlink-heavy trees (pnpm stores) must not cause a walk per open
 
 
@@ -84,10 +85,15 @@ class SecretFiles:
         self._read_at = self._clock()
 
     def of(self, profile: str, opened: FileId | None = None, links: int = 1) -> dict[FileId, str]:
+        # Asked for every open: the common case (a file of one name that is no secret, read
+        # recently) costs one lookup of the file and one of the clock.
+        known = self._ids.get(profile, NO_IDS)
         age = self._clock() - self._read_at
-        known = self._ids.get(profile, {})
-        unknown_link = opened is not None and links > 1 and opened not in known
-        stale = opened in known and file_id(self._found_at[profile][opened]) != opened
-        if age > REFRESH_S or stale or (unknown_link and age > LINK_REFRESH_GAP_S):
+        if opened in known:  # unless the secret is gone and its inode number reused
+            due = file_id(self._found_at[profile][opened]) != opened
+        else:  # an unknown file with several names may be a new hard link to a secret
+            due = links > 1 and opened is not None and age > LINK_REFRESH_GAP_S
+        if due or age > REFRESH_S:
             self.refresh()
-        return self._ids.get(profile, {})
+            known = self._ids.get(profile, NO_IDS)
+        return known
