@@ -34,7 +34,7 @@ WINDOW_NS = 1_000_000_000
 # immediately before it counts, never this long before.
 GRACE_NS = 50_000_000
 # First sightings remembered, then all forgotten at once: an OrderedDict that forgot the oldest
-# one at a time cost the judge 3%, and a plain dict emptied from its front is slower still.
+# one at a time cost the judge 4%, and a plain dict emptied from its front is slower still.
 SEEN_MAX = 4096
 MAX_ENTRIES = 8192  # SENSOR_MAX_REPEATS in bpf/maps.h
 
