@@ -29,24 +29,24 @@ static PyObject *set_types(PyObject *self, PyObject *target)
 }
 
 /* Whether dirs (processes.CanonicalDirs: directory -> (names_gen, expiry ktime)) has an entry for
- * the directory of `absolute` that stands at (names_gen, now_ns), and the name in it is one a
+ * the directory of `name` that stands at (names_gen, now_ns), and the name in it is one a
  * directory entry can settle (not "", "." or ".."): 1 yes, 0 no, -1 an error. */
-static int known_directory(PyObject *dirs, PyObject *absolute, unsigned long long names_gen,
+static int known_directory(PyObject *dirs, PyObject *name, unsigned long long names_gen,
 			   unsigned long long now_ns)
 {
-	Py_ssize_t length = PyUnicode_GET_LENGTH(absolute), slash;
+	Py_ssize_t length = PyUnicode_GET_LENGTH(name), slash;
 	PyObject *directory, *entry;
 	unsigned long long generation, expiry;
-	int kind = PyUnicode_KIND(absolute);
-	const void *data = PyUnicode_DATA(absolute);
+	int kind = PyUnicode_KIND(name);
+	const void *data = PyUnicode_DATA(name);
 
-	slash = PyUnicode_FindChar(absolute, '/', 0, length, -1);
+	slash = PyUnicode_FindChar(name, '/', 0, length, -1);
 	if (slash < 0 || slash == length - 1)
 		return slash == -2 ? -1 : 0;
 	if (PyUnicode_READ(kind, data, slash + 1) == '.' &&
 	    (slash + 2 == length || (PyUnicode_READ(kind, data, slash + 2) == '.' && slash + 3 == length)))
 		return 0;
-	directory = slash ? PyUnicode_Substring(absolute, 0, slash) : PyUnicode_FromString("/");
+	directory = slash ? PyUnicode_Substring(name, 0, slash) : PyUnicode_FromString("/");
 	if (directory == NULL)
 		return -1;
 	entry = PyDict_GetItemWithError(dirs, directory);
@@ -64,33 +64,32 @@ static int known_directory(PyObject *dirs, PyObject *absolute, unsigned long lon
 	return generation == names_gen && now_ns <= expiry;
 }
 
-/* known_name(dirs, literal, absolute, names_gen, now_ns) -> Target | None
+/* known_name(dirs, name, names_gen, now_ns) -> Target | None
  * The Target of a name in a directory found canonical, from one statx of the name as the agent
- * spelled it (its identity always read fresh): canonical is `absolute`, and a missing file has
- * no identity. None: resolve it the long way (no standing entry, the name is a symlink, or the
- * stat failed otherwise than with ENOENT). */
+ * spelled it (its identity always read fresh): literal and canonical are `name`, and a missing
+ * file has no identity. None: resolve it the long way (no standing entry, the name is a symlink,
+ * `.`, `..` or empty, or the stat failed otherwise than with ENOENT). */
 static PyObject *known_name(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-	PyObject *dirs, *literal, *absolute, *encoded, *t;
+	PyObject *dirs, *name, *encoded, *t;
 	unsigned long long names_gen, now_ns;
 	struct statx st;
 	int known, rc, missing;
 
 	if (target_type == NULL)
 		return PyErr_Format(PyExc_RuntimeError, "sensor._paths.set_types was not called");
-	if (nargs != 5 || !PyDict_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyUnicode_Check(args[2]))
-		return PyErr_Format(PyExc_TypeError, "known_name(dirs: dict, literal: str, absolute: str, names_gen, now_ns)");
+	if (nargs != 4 || !PyDict_Check(args[0]) || !PyUnicode_Check(args[1]))
+		return PyErr_Format(PyExc_TypeError, "known_name(dirs: dict, name: str, names_gen, now_ns)");
 	dirs = args[0];
-	literal = args[1];
-	absolute = args[2];
-	names_gen = PyLong_AsUnsignedLongLong(args[3]);
-	now_ns = PyLong_AsUnsignedLongLong(args[4]);
+	name = args[1];
+	names_gen = PyLong_AsUnsignedLongLong(args[2]);
+	now_ns = PyLong_AsUnsignedLongLong(args[3]);
 	if (PyErr_Occurred())
 		return NULL;
-	known = known_directory(dirs, absolute, names_gen, now_ns);
+	known = known_directory(dirs, name, names_gen, now_ns);
 	if (known <= 0)
 		return known < 0 ? NULL : Py_NewRef(Py_None);
-	if (!PyUnicode_FSConverter(absolute, &encoded)) /* os.fsencode: surrogateescape keeps every byte */
+	if (!PyUnicode_FSConverter(name, &encoded)) /* os.fsencode: surrogateescape keeps every byte */
 		return NULL;
 	rc = statx(AT_FDCWD, PyBytes_AS_STRING(encoded), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &st);
 	Py_DECREF(encoded);
@@ -100,8 +99,8 @@ static PyObject *known_name(PyObject *self, PyObject *const *args, Py_ssize_t na
 	t = target_type->tp_alloc(target_type, TARGET_FIELDS);
 	if (t == NULL)
 		return NULL;
-	PUT(t, 0, Py_NewRef(literal));
-	PUT(t, 1, Py_NewRef(absolute));
+	PUT(t, 0, Py_NewRef(name));
+	PUT(t, 1, Py_NewRef(name));
 	PUT(t, 2, Py_NewRef(Py_True));
 	PUT(t, 3, missing ? Py_NewRef(Py_None)
 			  : Py_BuildValue("(KK)", (unsigned long long)makedev(st.stx_dev_major, st.stx_dev_minor),
@@ -244,7 +243,7 @@ out:
 static PyMethodDef paths_methods[] = {
 	{"set_types", set_types, METH_O, "set_types(Target): what known_name builds"},
 	{"known_name", (PyCFunction)(void (*)(void))known_name, METH_FASTCALL,
-	 "known_name(dirs, literal, absolute, names_gen, now_ns) -> Target | None, holding the GIL."},
+	 "known_name(dirs, name, names_gen, now_ns) -> Target | None, holding the GIL."},
 	{"realpath", paths_realpath, METH_O, "realpath(3), holding the GIL; None if it fails."},
 	{"first_glob", (PyCFunction)(void (*)(void))first_glob, METH_FASTCALL,
 	 "first_glob(root, join, path) -> the first glob of a GlobList that matches path, or None"},

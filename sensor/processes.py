@@ -289,7 +289,7 @@ class ProcessTable:
             # before the Python below. It answers only for a name that Python would leave as
             # it is (no `.`, `..` or empty segment; /proc/self, a symlink, is never a directory
             # found canonical).
-            known = self._canonical_dirs.target(path, path, *names_seen)
+            known = self._canonical_dirs.target(path, *names_seen)
             if known is not None:
                 return known
         # `..` is resolved by realpath, after the symlink before it, as the kernel does: a
@@ -359,8 +359,8 @@ class CanonicalDirs:
 
     def __init__(self) -> None:
         self._dirs: dict[str, tuple[int, int]] = {}  # directory -> (names_gen, expiry ktime)
-        # target(literal, absolute, names_gen, ktime_ns) -> the Target of a name in a known
-        # directory that is not itself a symlink; None: resolve it the long way. In C
+        # target(name, names_gen, ktime_ns) -> the Target of a name in a known directory that is
+        # not itself a symlink; None: resolve it the long way. In C
         # (sensor/_paths.c): the lookup and the Target cost the judge more than the statx.
         self.target = partial(_paths.known_name, self._dirs)
 

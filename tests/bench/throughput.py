@@ -197,7 +197,7 @@ def judge_parts(pipeline: Pipeline, raw: list[bytes]) -> list[tuple[str, float]]
         ("path resolution (`resolve`)", resolve),
         ("of which the C call that finds the directory canonical, makes the `statx` and builds the `Target` "
          "(`known_name`)",
-         lambda data, e, target: table._canonical_dirs.target(e.path, e.path, e.names_gen, e.hdr.ktime_ns)),
+         lambda data, e, target: table._canonical_dirs.target(e.path, e.names_gen, e.hdr.ktime_ns)),
         ("its fd and the run's recent events (`note_open`, `_remember_text`)", bookkeeping),
         ("the secrets' identities (`_secret_files`)", lambda data, e, target: pipeline._secret_files(agent, target)),
         ("the rules (`decide_open`: secrets, then `files.read`)",

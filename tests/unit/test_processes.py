@@ -451,7 +451,7 @@ def test_canonical_directories_are_bounded(base, monkeypatch):
     dirs = processes_mod.CanonicalDirs()
     for i in range(5):
         dirs.add(f"{base}/d{i}", (0, 0))
-    assert [d for d in (f"{base}/d{i}" for i in range(5)) if dirs.target(d + "/x", d + "/x", 0, 0)] == [
+    assert [d for d in (f"{base}/d{i}" for i in range(5)) if dirs.target(d + "/x", 0, 0)] == [
         f"{base}/d2", f"{base}/d3", f"{base}/d4"]
 
 
@@ -482,7 +482,7 @@ def test_a_name_in_a_known_directory_resolves_in_c_as_the_long_way_does(known_di
     table = ProcessTable()
     table.resolve(os.getpid(), f"{known_dir}/f", names_seen=(7, 0))  # the directory is now known
     path = f"{known_dir}/{name}"
-    known = table._canonical_dirs.target(path, path, 7, 1)
+    known = table._canonical_dirs.target(path, 7, 1)
     long_way = ProcessTable().resolve(os.getpid(), path)
     assert table.resolve(os.getpid(), path, names_seen=(7, 1)) == long_way
     if known is not None:
@@ -492,7 +492,8 @@ def test_a_name_in_a_known_directory_resolves_in_c_as_the_long_way_does(known_di
 def test_a_name_through_proc_self_keeps_its_spelling_in_a_known_directory():
     table = ProcessTable()
     first = table.resolve(os.getpid(), "/proc/self/status", names_seen=(1, 0))
-    assert table._canonical_dirs.target(first.literal, first.canonical, 1, 1) is not None
+    assert table._canonical_dirs.target(first.canonical, 1, 1) is not None  # /proc/PID is known
+    assert table._canonical_dirs.target("/proc/self/status", 1, 1) is None  # the long way keeps the spelling
     assert table.resolve(os.getpid(), "/proc/self/status", names_seen=(1, 1)) == first == Target(
         "/proc/self/status", f"/proc/{os.getpid()}/status", True, first.file_id, 1, False)
 
